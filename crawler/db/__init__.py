@@ -1,0 +1,1 @@
+"""Database layer: models, engine set-up, migrations and the paper identity store."""

@@ -1,0 +1,49 @@
+"""The one item every spider yields.
+
+A spider turns response bytes into :class:`Paper` items and nothing else: no database, no
+identity decisions. Text fields hold plain text (parsers flatten markup with
+:func:`crawler.normalise.html_to_text`); identifiers hold what the source printed and are
+normalised by the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+#: How much a record from each origin is trusted when two disagree (higher wins).
+ORIGIN_RANK = {"news": 1, "feed": 2, "pubmed": 3}
+
+SIGHTING_KINDS = ("article", "news", "preprint")
+
+
+@dataclass
+class Paper:
+    """One paper as one source saw it."""
+
+    source_id: str
+    #: ``pubmed`` | ``feed`` | ``news``: what kind of record this is (decides field authority).
+    origin: str
+    #: Where it was seen (the article page, the feed item link, the news story).
+    url: str | None = None
+    #: ``article`` | ``news`` | ``preprint``.
+    sighting_kind: str = "article"
+    #: The title as shown at that place (a news headline for stories).
+    seen_title: str | None = None
+    doi: str | None = None
+    pmid: str | None = None
+    pmcid: str | None = None
+    title: str | None = None
+    abstract: str | None = None
+    journal: str | None = None
+    published: date | None = None
+    authors: list[str] = field(default_factory=list)
+    publication_types: list[str] = field(default_factory=list)
+    mesh: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+    #: Topics assigned by the pipeline (or preset by a source with ``topics``).
+    topics: list[str] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return ORIGIN_RANK.get(self.origin, 0)

@@ -1,0 +1,198 @@
+"""Pure normalisation functions: identifiers, text and titles.
+
+Used by the pipelines, the store and the digests; none of them needs a crawler or a database.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import unquote
+
+import lxml.etree
+import lxml.html
+
+# A DOI is "10.<registrant>/<suffix>". Validation is deliberately loose (Crossref's advice):
+# registrant codes are 4-9 digits, the suffix is anything without white space.
+_DOI_VALID = re.compile(r"^10\.\d{4,9}/\S+$")
+# Finding a DOI in prose or a URL path: stop at white space, quotes and angle brackets.
+_DOI_FIND = re.compile(r"\b(10\.\d{4,9}/[^\s\"'<>]+)", re.IGNORECASE)
+# Prefixes that wrap a DOI: resolver URLs, URI schemes and the printed "DOI:" label.
+_DOI_PREFIX = re.compile(
+    r"^(?:https?://(?:dx\.|www\.)?doi\.org/|(?:dx\.)?doi\.org/|info:doi/|urn:doi:|doi\s*:\s*|doi\s+)",
+    re.IGNORECASE,
+)
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060\u00ad"), None)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_TRAILING = ".,;:'\"!?*"
+_PAIRS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
+def clean_doi(raw: str | None) -> str | None:
+    """Return the DOI in ``raw`` as it should be displayed, or None when there is none.
+
+    Strips resolver prefixes (``https://doi.org/``, ``dx.doi.org``, ``doi:``, ``info:doi/``),
+    percent-decodes once, and drops punctuation that prose put after it (a closing bracket is
+    kept when the DOI itself opened it, as in ``10.1016/S0140-6736(20)30183-5``).
+    """
+    if not raw:
+        return None
+    s = unicodedata.normalize("NFC", raw.translate(_INVISIBLE)).strip()
+    for _ in range(3):  # "doi: https://doi.org/10..." happens
+        stripped = _DOI_PREFIX.sub("", s, count=1).strip()
+        if stripped == s:
+            break
+        s = stripped
+    if "%" in s:
+        s = unquote(s)  # once: "10.1172%2FJCI144201"; a DOI may itself contain "%25"
+    s = s.strip().lstrip("([{<'\"")
+    s = _strip_trailing(s)
+    if not _DOI_VALID.match(s):
+        return None
+    return s
+
+
+def _strip_trailing(s: str) -> str:
+    while s:
+        last = s[-1]
+        if last in _TRAILING:
+            s = s[:-1]
+        elif last in _PAIRS and s.count(_PAIRS[last]) < s.count(last):
+            s = s[:-1]
+        else:
+            break
+    return s
+
+
+def doi_key(raw: str | None) -> str | None:
+    """The identity key of a DOI: the cleaned DOI with ASCII letters lower-cased.
+
+    DOIs are case-insensitive for ASCII characters only (DOI Handbook 2.4), so non-ASCII
+    letters keep their case.
+    """
+    cleaned = clean_doi(raw)
+    return cleaned.translate(_ASCII_LOWER) if cleaned else None
+
+
+def find_dois(text: str | None) -> list[str]:
+    """Every distinct DOI in a piece of prose or a URL, cleaned, in order of appearance."""
+    if not text:
+        return []
+    found: list[str] = []
+    keys: set[str] = set()
+    for match in _DOI_FIND.finditer(text):
+        candidate = match.group(1)
+        # URL query strings are not part of a DOI found in a link ("...?af=R").
+        if "?" in candidate and ("=" in candidate.split("?", 1)[1] or candidate.endswith("?")):
+            candidate = candidate.split("?", 1)[0]
+        cleaned = clean_doi(candidate)
+        if cleaned is None:
+            continue
+        key = cleaned.translate(_ASCII_LOWER)
+        if key not in keys:
+            keys.add(key)
+            found.append(cleaned)
+    return found
+
+
+_PMID = re.compile(r"^(?:pmid\s*:?\s*|pubmed\s*:\s*)?(\d{1,9})$", re.IGNORECASE)
+_PMCID = re.compile(r"^(?:pmcid\s*:?\s*)?(?:pmc)?\s*(\d{1,9})$", re.IGNORECASE)
+
+
+def pmid(raw: str | int | None) -> str | None:
+    """A PubMed id as a string of digits without leading zeros (``pmid:123`` -> ``123``)."""
+    if raw is None:
+        return None
+    m = _PMID.match(str(raw).strip())
+    if not m or int(m.group(1)) == 0:
+        return None
+    return str(int(m.group(1)))
+
+
+def pmcid(raw: str | None) -> str | None:
+    """A PubMed Central id in its canonical ``PMC123`` form."""
+    if raw is None:
+        return None
+    m = _PMCID.match(str(raw).strip())
+    if not m or int(m.group(1)) == 0:
+        return None
+    return f"PMC{int(m.group(1))}"
+
+
+_WS = re.compile(r"\s+")
+
+
+def squash(text: str | None) -> str | None:
+    """Collapse runs of white space, strip the ends and drop invisible characters."""
+    if text is None:
+        return None
+    out = _WS.sub(" ", text.translate(_INVISIBLE)).strip()
+    return out or None
+
+
+_BLOCK_TAGS = {
+    "p", "div", "br", "li", "ul", "ol", "tr", "td", "th", "table", "h1", "h2", "h3", "h4",
+    "h5", "h6", "blockquote", "section", "article", "header", "footer", "dd", "dt", "hr",
+}  # fmt: skip
+
+
+def html_to_text(fragment: str | None) -> str | None:
+    """Reduce an HTML fragment to its plain text.
+
+    For fields that the source declares as HTML (feed summaries, titles with ``<i>``): tags go,
+    their text stays, entities are decoded, scripts and styles are dropped, and block
+    elements become spaces. The result is plain text, to be escaped once on output.
+    """
+    if fragment is None:
+        return None
+    if "<" not in fragment and "&" not in fragment:
+        return squash(fragment)
+    try:
+        root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    except (lxml.etree.ParserError, ValueError):
+        return squash(fragment)
+    parts: list[str] = []
+    _collect_text(root, parts)
+    return squash("".join(parts))
+
+
+def _collect_text(el: lxml.html.HtmlElement, parts: list[str]) -> None:
+    tag = el.tag if isinstance(el.tag, str) else ""
+    local = tag.rsplit("}", 1)[-1].rsplit(":", 1)[-1].lower()
+    if local in {"script", "style", "head", "title"} or not isinstance(el.tag, str):
+        if el.tail:
+            parts.append(el.tail)
+        return
+    block = local in _BLOCK_TAGS
+    if block:
+        parts.append(" ")
+    if el.text:
+        parts.append(el.text)
+    for child in el:
+        _collect_text(child, parts)
+    if block:
+        parts.append(" ")
+    if el.tail:
+        parts.append(el.tail)
+
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+#: Titles shorter than this (after normalising) are too generic to identify a paper.
+MIN_FINGERPRINT = 24
+
+
+def title_fingerprint(title: str | None) -> str | None:
+    """A normalised title for matching records that have no shared identifier.
+
+    Accents, case, punctuation and white space are removed ("Fibromyalgia: an Auto-immune
+    disease?" and "fibromyalgia an autoimmune disease" give the same key). Titles too short
+    to identify a paper ("Editorial") give None.
+    """
+    if not title:
+        return None
+    text = unicodedata.normalize("NFKD", title)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    key = _NON_WORD.sub("", text)
+    if len(key) < MIN_FINGERPRINT:
+        return None
+    return key[:200]

@@ -1,0 +1,414 @@
+"""One validated Settings object built from the shipped defaults, a TOML file and the environment.
+
+Layering (later wins): ``config/defaults.toml`` shipped with the package, the operator's file
+(``--config PATH`` or ``LITWATCH_CONFIG``), then ``LITWATCH_<SECTION>_<KEY>`` environment
+variables. Tables merge key by key; lists replace. Secrets are read from the environment only
+and never appear in :meth:`Settings.redacted`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from crawler import __version__
+
+CONFIG_ENV = "LITWATCH_CONFIG"
+#: Environment variables that are secrets or test hooks, never config keys.
+SECRET_ENV = ("LITWATCH_SMTP_PASSWORD", "NCBI_API_KEY", "LITWATCH_SECRET_KEY")
+RESERVED_ENV = {CONFIG_ENV, *SECRET_ENV, "LITWATCH_TEST_DATABASE_URL", "LITWATCH_UPDATE_GOLDEN"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the operator."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"30s"``, ``"15m"``, ``"6h"``, ``"1d"``, ``"2w"`` (or a number of seconds) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 6h, 1d)")
+
+
+def _format_duration(td: timedelta) -> str:
+    seconds = int(td.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(_format_duration, return_type=str)
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///litwatch.db"
+
+
+class CrawlSettings(_Section):
+    user_agent: str = "litwatch/{version} (+https://github.com/litwatch/litwatch)"
+    contact: str = "litwatch-operator@example.org"
+    obey_robots: bool = True
+    download_delay: float = Field(1.0, ge=0)
+    autothrottle: bool = True
+    timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(3, ge=0, le=10)
+    max_story_follows: int = Field(60, ge=0)
+
+    @property
+    def full_user_agent(self) -> str:
+        agent = self.user_agent.replace("{version}", __version__)
+        return f"{agent} {self.contact}".strip() if self.contact else agent
+
+
+class PubmedSettings(_Section):
+    base_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+    tool: str = "litwatch"
+    email: str = "litwatch-operator@example.org"
+    baseline: Duration = timedelta(days=30)
+    overlap: Duration = timedelta(days=2)
+    batch_size: int = Field(500, ge=1, le=10_000)
+
+
+class DigestSettings(_Section):
+    cron: str = "0 7 * * mon"
+    timezone: str = "UTC"
+    first_lookback: Duration = timedelta(days=7)
+    send_empty: bool = False
+    misfire_grace: Duration = timedelta(hours=24)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"expected 5 crontab fields, got {len(v.split())}: {v!r}")
+        try:
+            CronTrigger.from_crontab(v, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v)
+
+
+def _check_timezone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {v!r}") from None
+    return v
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    ssl: bool = False
+    username: str = ""
+    timeout: Duration = timedelta(seconds=30)
+    rate_per_minute: int = Field(0, ge=0)
+    max_per_run: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _tls(self) -> SmtpSettings:
+        if self.ssl and self.starttls:
+            raise ValueError("choose one of ssl (implicit TLS, port 465) and starttls")
+        return self
+
+
+class EmailSettings(_Section):
+    backend: Literal["file", "smtp"] = "file"
+    from_: str = Field("litwatch <litwatch@localhost>", alias="from")
+    outbox_dir: str = "outbox"
+    unsubscribe_mailto: str = ""
+    smtp: SmtpSettings = SmtpSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _no_header_injection(cls, v: str) -> str:
+        if "\r" in v or "\n" in v:
+            raise ValueError("must be one line")
+        return v
+
+
+class WebSettings(_Section):
+    base_url: str = "http://localhost:8080"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+
+class DaemonSettings(_Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    crawl_timeout: Duration = timedelta(minutes=30)
+    jitter: Duration = timedelta(minutes=5)
+
+
+class TopicSettings(_Section):
+    title: str | None = None
+    terms: list[str] = []
+    mesh: list[str] = []
+
+
+_SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class SourceSettings(_Section):
+    id: str
+    kind: Literal["pubmed", "feed", "sciencedaily"]
+    enabled: bool = True
+    url: str | None = None
+    query: str | None = None
+    base_url: str | None = None
+    interval: Duration = timedelta(hours=6)
+    topics: list[str] | None = None
+    name: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _SOURCE_ID.match(v):
+            raise ValueError(f"{v!r}: use lower-case letters, digits, '.', '_' and '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SourceSettings:
+        if self.kind == "pubmed":
+            if not self.query:
+                raise ValueError(f"source {self.id!r}: kind 'pubmed' needs a query")
+            if self.url:
+                raise ValueError(f"source {self.id!r}: kind 'pubmed' takes query, not url")
+        else:
+            if not self.url or not re.match(r"^https?://", self.url):
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} needs an http(s) url")
+            if self.query:
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} takes url, not query")
+        if self.interval < timedelta(seconds=1):
+            raise ValueError(f"source {self.id!r}: interval must be at least 1s")
+        return self
+
+
+class Settings(_Section):
+    """The whole validated configuration."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    crawl: CrawlSettings = CrawlSettings()
+    pubmed: PubmedSettings = PubmedSettings()
+    digest: DigestSettings = DigestSettings()
+    email: EmailSettings = EmailSettings()
+    web: WebSettings = WebSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    topics: dict[str, TopicSettings] = {}
+    sources: list[SourceSettings] = []
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        seen: set[str] = set()
+        for src in self.sources:
+            if src.id in seen:
+                raise ValueError(f"duplicate source id {src.id!r}")
+            seen.add(src.id)
+            for topic in src.topics or []:
+                if topic not in self.topics:
+                    raise ValueError(f"source {src.id!r}: unknown topic {topic!r}")
+        return self
+
+    # Secrets come from the environment only, read when needed, never stored on the object.
+    @property
+    def smtp_password(self) -> str | None:
+        return os.environ.get("LITWATCH_SMTP_PASSWORD") or None
+
+    @property
+    def ncbi_api_key(self) -> str | None:
+        return os.environ.get("NCBI_API_KEY") or None
+
+    def source(self, source_id: str) -> SourceSettings:
+        for src in self.sources:
+            if src.id == source_id:
+                return src
+        known = ", ".join(s.id for s in self.sources) or "none configured"
+        raise ConfigError(f"unknown source {source_id!r} (known: {known})")
+
+    def topic_title(self, name: str) -> str:
+        topic = self.topics.get(name)
+        return (topic.title if topic and topic.title else name.replace("_", " ").capitalize())
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with secrets masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        data["database"]["url"] = _mask_url(data["database"]["url"])
+        data["secrets"] = {
+            name: ("set (hidden)" if os.environ.get(name) else "not set") for name in SECRET_ENV
+        }
+        return data
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def defaults_path() -> Path:
+    """The shipped defaults: inside the wheel as crawler/_config, in a checkout as config/."""
+    packaged = resources.files("crawler").joinpath("_config/defaults.toml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Map every LITWATCH_<SECTION>_<KEY> name to its key path in the config."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        path = (*prefix, key)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_env_paths(ann, path))
+        elif prefix:
+            out["LITWATCH_" + "_".join(p.upper() for p in path)] = path
+    return out
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return raw
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    known = _env_paths(Settings)
+    sections = {p[0].upper() for p in known.values()}
+    used: set[str] = set()
+    for name, raw in sorted(environ.items()):
+        if not name.startswith("LITWATCH_") or name in RESERVED_ENV:
+            continue
+        path = known.get(name)
+        if path is None:
+            section = name[len("LITWATCH_") :].split("_", 1)[0]
+            if section in sections:
+                raise ConfigError(f"unknown configuration key in environment variable {name}")
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(raw)
+        used.add(".".join(path))
+    return data, used
+
+
+def _where(loc: tuple[Any, ...], user: dict[str, Any], user_path: Path | None, env: set[str]) -> str:
+    dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
+    if any(dotted == e or dotted.startswith(e + ".") for e in env):
+        return "environment (LITWATCH_" + dotted.replace(".", "_").upper() + ")"
+    node: Any = user
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return str(user_path) if user_path and loc and loc[0] in user else str(defaults_path())
+    return str(user_path) if user_path else str(defaults_path())
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build and validate the settings; raise ConfigError with one clear line when invalid."""
+    environ = dict(os.environ if environ is None else environ)
+    if path is None and environ.get(CONFIG_ENV):
+        path = environ[CONFIG_ENV]
+    user_path = Path(path) if path else None
+    data = _read_toml(defaults_path())
+    user = _read_toml(user_path) if user_path else {}
+    data = _merge(data, user)
+    data, env_used = _apply_env(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        where = _where(loc, user, user_path, env_used)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"config error in {where}: {_loc_text(loc)}: {msg}") from None
