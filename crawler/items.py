@@ -43,6 +43,9 @@ class Paper:
     keywords: list[str] = field(default_factory=list)
     #: Topics assigned by the pipeline (or preset by a source with ``topics``).
     topics: list[str] = field(default_factory=list)
+    #: Text around the sighting (a news story's headline and summary) used only to decide
+    #: topics; never stored as the paper's own text.
+    context: str | None = None
 
     @property
     def rank(self) -> int:

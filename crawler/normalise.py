@@ -55,9 +55,7 @@ def clean_doi(raw: str | None) -> str | None:
 def _strip_trailing(s: str) -> str:
     while s:
         last = s[-1]
-        if last in _TRAILING:
-            s = s[:-1]
-        elif last in _PAIRS and s.count(_PAIRS[last]) < s.count(last):
+        if last in _TRAILING or (last in _PAIRS and s.count(_PAIRS[last]) < s.count(last)):
             s = s[:-1]
         else:
             break

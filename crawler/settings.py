@@ -87,6 +87,8 @@ class CrawlSettings(_Section):
     autothrottle: bool = True
     timeout: Duration = timedelta(seconds=30)
     retries: int = Field(3, ge=0, le=10)
+    #: First wait before retrying a 429/5xx without Retry-After (doubles each attempt).
+    backoff_base: float = Field(1.0, ge=0)
     max_story_follows: int = Field(60, ge=0)
 
     @property
@@ -278,7 +280,7 @@ class Settings(_Section):
 
     def topic_title(self, name: str) -> str:
         topic = self.topics.get(name)
-        return (topic.title if topic and topic.title else name.replace("_", " ").capitalize())
+        return topic.title if topic and topic.title else name.replace("_", " ").capitalize()
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets masked."""
@@ -372,7 +374,9 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> tuple[dict[str,
     return data, used
 
 
-def _where(loc: tuple[Any, ...], user: dict[str, Any], user_path: Path | None, env: set[str]) -> str:
+def _where(
+    loc: tuple[Any, ...], user: dict[str, Any], user_path: Path | None, env: set[str]
+) -> str:
     dotted = ".".join(str(p) for p in loc if not isinstance(p, int))
     if any(dotted == e or dotted.startswith(e + ".") for e in env):
         return "environment (LITWATCH_" + dotted.replace(".", "_").upper() + ")"
@@ -392,7 +396,9 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
     return text or "(top level)"
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
     """Build and validate the settings; raise ConfigError with one clear line when invalid."""
     environ = dict(os.environ if environ is None else environ)
     if path is None and environ.get(CONFIG_ENV):

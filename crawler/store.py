@@ -286,6 +286,7 @@ def _row_values(row: dict[str, Any]) -> dict[str, Any]:
 
 def _move_children(session: Session, old: int, new: int) -> None:
     """Re-point everything that refers to paper ``old`` at paper ``new``, dropping repeats."""
+    model: Any
     for model, cols in (
         (Sighting, ("source_id", "url")),
         (PaperTopic, ("topic",)),
@@ -318,7 +319,11 @@ def _insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]
 
 
 def _store_children(
-    session: Session, items: Sequence[Paper], paper_ids: list[int], now: datetime, result: UpsertResult
+    session: Session,
+    items: Sequence[Paper],
+    paper_ids: list[int],
+    now: datetime,
+    result: UpsertResult,
 ) -> None:
     topics: dict[tuple[int, str], dict[str, Any]] = {}
     sightings: dict[tuple[int, str, str], dict[str, Any]] = {}

@@ -19,7 +19,8 @@ def term_pattern(term: str) -> str:
     wildcard = term.endswith("*")
     words = re.split(r"[\s\-]+", term.rstrip("*").strip())
     body = r"[\s\-]+".join(re.escape(w) for w in words if w)
-    return rf"(?<!\w){body}{r'[\w\-]*' if wildcard else ''}(?!\w)"
+    tail = r"[\w\-]*" if wildcard else ""
+    return rf"(?<!\w){body}{tail}(?!\w)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class TopicMatcher:
         mesh_keys = {m.casefold() for m in mesh}
         found = []
         for topic in self._topics:
-            if (topic.mesh and topic.mesh & mesh_keys) or (topic.terms and topic.terms.search(text)):
+            if (topic.mesh and topic.mesh & mesh_keys) or (
+                topic.terms and topic.terms.search(text)
+            ):
                 found.append(topic.name)
         return found

@@ -1,0 +1,184 @@
+"""``litwatch papers ...``: list, show and export stored papers."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, date, datetime, time
+
+import click
+from rich.table import Table
+
+from crawler.cli.app import EXIT_USAGE, App, fail, pass_app
+from crawler.db.engine import transaction
+from crawler.export import FORMATS, write_records
+from crawler.queries import find_paper, iter_records, papers_query, record, sightings_of, topics_of
+
+
+def _since(value: date | None) -> datetime | None:
+    return datetime.combine(value, time(0), tzinfo=UTC) if value else None
+
+
+def _filters(func: click.decorators.FC) -> click.decorators.FC:
+    for opt in reversed(
+        [
+            click.option(
+                "--since",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="First seen on or after DATE (UTC).",
+            ),
+            click.option("--topic", help="Only papers tagged with this topic."),
+            click.option(
+                "--source", "source_id", metavar="ID", help="Only papers seen at this source."
+            ),
+        ]
+    ):
+        func = opt(func)
+    return func
+
+
+def _check_topic(app: App, topic: str | None) -> None:
+    if topic and topic not in app.settings.topics:
+        fail(f"unknown topic {topic!r} (known: {', '.join(app.settings.topics)})", EXIT_USAGE)
+
+
+@click.group()
+def papers() -> None:
+    """Browse and export the papers litwatch has found.
+
+    \b
+    Example:
+      litwatch papers list --topic fibromyalgia --since 2026-01-01
+    """
+
+
+@papers.command("list")
+@_filters
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N papers."
+)
+@pass_app
+def papers_list(
+    app: App, since: datetime | None, topic: str | None, source_id: str | None, limit: int
+) -> None:
+    """List stored papers, newest first.
+
+    \b
+    Example:
+      litwatch papers list --since 2026-11-01 --source pubmed-fibromyalgia
+    """
+    _check_topic(app, topic)
+    engine = app.engine()
+    stmt = papers_query(since=_since(since), topic=topic, source=source_id)
+    with transaction(engine) as session:
+        from crawler.db.models import PaperRow
+
+        rows = list(
+            session.scalars(
+                stmt.order_by(None)
+                .order_by(PaperRow.first_seen.desc(), PaperRow.id.desc())
+                .limit(limit)
+            )
+        )
+        topics = topics_of(session, [p.id for p in rows])
+    table = Table(title=f"{len(rows)} papers", title_justify="left")
+    for col in ("first seen", "id", "doi / pmid", "title", "topics"):
+        table.add_column(col, overflow="fold")
+    for p in rows:
+        table.add_row(
+            p.first_seen.strftime("%Y-%m-%d"),
+            f"#{p.id}",
+            p.doi or (f"PMID {p.pmid}" if p.pmid else "-"),
+            (p.title or "(untitled)")[:120],
+            ", ".join(topics.get(p.id, [])),
+        )
+    app.out.print(table)
+
+
+@papers.command("show")
+@click.argument("ident", metavar="DOI_OR_PMID")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@pass_app
+def papers_show(app: App, ident: str, as_json: bool) -> None:
+    """Show one paper with every place it was seen (DOI in any spelling, PMID, PMCID or #id).
+
+    \b
+    Example:
+      litwatch papers show https://doi.org/10.1172/JCI144201
+    """
+    engine = app.engine()
+    with transaction(engine) as session:
+        paper = find_paper(session, ident)
+        if paper is None:
+            fail(f"no paper matches {ident!r}")
+        rec = record(
+            paper,
+            topics_of(session, [paper.id])[paper.id],
+            sightings_of(session, [paper.id])[paper.id],
+        )
+    if as_json:
+        click.echo(json.dumps(rec, ensure_ascii=False, indent=2))
+        return
+    out = app.out
+    out.print(f"[bold]{_esc(rec['title'] or '(untitled)')}[/bold]")
+    for label, key in (
+        ("DOI", "doi"),
+        ("PMID", "pmid"),
+        ("PMCID", "pmcid"),
+        ("Journal", "journal"),
+        ("Published", "published"),
+        ("First seen", "first_seen"),
+    ):
+        if rec[key]:
+            out.print(f"{label}: {rec[key]}", markup=False)
+    for label, key in (
+        ("Authors", "authors"),
+        ("Topics", "topics"),
+        ("Types", "publication_types"),
+    ):
+        if rec[key]:
+            out.print(f"{label}: {', '.join(rec[key])}", markup=False)
+    if rec["abstract"]:
+        out.print("\n" + rec["abstract"], markup=False)
+    out.print(f"\nSeen {len(rec['sightings'])} time(s):")
+    for s in rec["sightings"]:
+        out.print(
+            f"  {s['seen_at'][:16]}  {s['source']}  {s['kind']}  {s['url'] or ''}", markup=False
+        )
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@papers.command("export")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@_filters
+@pass_app
+def papers_export(
+    app: App, fmt: str, since: datetime | None, topic: str | None, source_id: str | None
+) -> None:
+    """Export papers to stdout as JSON lines, CSV, RIS or BibTeX (RIS/BibTeX import into Zotero).
+
+    \b
+    Examples:
+      litwatch papers export --format ris --topic autoimmunity > autoimmunity.ris
+      litwatch papers export --since 2026-11-01 | jq .doi
+    """
+    _check_topic(app, topic)
+    engine = app.engine()
+    stream = click.get_text_stream("stdout")
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(newline="", encoding="utf-8")  # CSV and RIS write their own CRLF
+    with transaction(engine) as session:
+        records = iter_records(
+            session, papers_query(since=_since(since), topic=topic, source=source_id)
+        )
+        count = write_records(records, fmt, stream)  # type: ignore[arg-type]
+    stream.flush()
+    click.echo(f"exported {count} papers as {fmt}", err=True)
+
+
+COMMANDS = [papers]

@@ -1,0 +1,119 @@
+"""Named locks shared by every litwatch process using one database.
+
+They keep one crawl per source, one E-utilities client at a time, and one daemon per
+database. A lock belongs to the process holding it and the operating system or the database
+server frees it when that process dies, so a crash never leaves a stale lock behind:
+
+- PostgreSQL: a session-level advisory lock on a dedicated connection.
+- SQLite: ``flock`` on a file in ``<database>.locks/`` next to the database file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+#: First key of litwatch's two-key PostgreSQL advisory locks ("litw").
+PG_LOCK_CLASS = 0x6C697477 & 0x7FFFFFFF
+
+
+class NamedLock:
+    """A process-owned, crash-safe lock called ``name`` in the scope of one database."""
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self._conn: Any = None
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None or self._fd is not None
+
+    def acquire(self, *, blocking: bool = False, timeout: float | None = None) -> bool:
+        """Take the lock; return False when another process holds it (and we do not wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._try():
+                return True
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(0.2)
+
+    def _try(self) -> bool:
+        if self.engine.dialect.name == "postgresql":
+            return self._try_pg()
+        return self._try_file()
+
+    def _try_pg(self) -> bool:
+        conn = self.engine.connect()
+        key = zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+        got = conn.execute(
+            text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": PG_LOCK_CLASS, "k": key}
+        ).scalar()
+        conn.commit()
+        if got:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def _try_file(self) -> bool:
+        path = lock_path(self.engine, self.name)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                key = zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+                self._conn.execute(
+                    text("SELECT pg_advisory_unlock(:c, :k)"), {"c": PG_LOCK_CLASS, "k": key}
+                )
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> NamedLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def lock_path(engine: Engine, name: str) -> Path:
+    """Where the SQLite lock file for ``name`` lives (next to the database file)."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        folder = Path(database).expanduser().resolve().parent / (Path(database).name + ".locks")
+    else:
+        folder = Path(tempfile.gettempdir()) / f"litwatch-{os.getuid()}-memory.locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return folder / f"{safe}.lock"

@@ -1,0 +1,141 @@
+"""Read side of the paper store: records in the export contract shape, lookups, counts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.orm import Session
+
+from crawler import normalise
+from crawler.db.models import PaperRow, PaperTopic, Sighting
+
+EXPORT_CHUNK = 500
+
+
+def papers_query(
+    *, since: datetime | None = None, topic: str | None = None, source: str | None = None
+) -> Select[tuple[PaperRow]]:
+    """Papers first seen at or after ``since``, tagged ``topic``, seen at ``source`` (all optional)."""
+    stmt = select(PaperRow)
+    if since is not None:
+        stmt = stmt.where(PaperRow.first_seen >= since)
+    if topic:
+        stmt = stmt.where(
+            exists().where(PaperTopic.paper_id == PaperRow.id, PaperTopic.topic == topic)
+        )
+    if source:
+        stmt = stmt.where(
+            exists().where(Sighting.paper_id == PaperRow.id, Sighting.source_id == source)
+        )
+    return stmt.order_by(PaperRow.first_seen, PaperRow.id)
+
+
+def topics_of(session: Session, ids: Sequence[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    if ids:
+        rows = session.execute(
+            select(PaperTopic.paper_id, PaperTopic.topic)
+            .where(PaperTopic.paper_id.in_(ids))
+            .order_by(PaperTopic.topic)
+        )
+        for pid, topic in rows:
+            out[pid].append(topic)
+    return out
+
+
+def sightings_of(session: Session, ids: Sequence[int]) -> dict[int, list[Sighting]]:
+    out: dict[int, list[Sighting]] = defaultdict(list)
+    if ids:
+        rows = session.scalars(
+            select(Sighting)
+            .where(Sighting.paper_id.in_(ids))
+            .order_by(Sighting.seen_at, Sighting.id)
+        )
+        for s in rows:
+            out[s.paper_id].append(s)
+    return out
+
+
+def record(paper: PaperRow, topics: list[str], sightings: list[Sighting]) -> dict[str, Any]:
+    """One paper in the JSONL export contract shape."""
+    return {
+        "doi": paper.doi_key,
+        "pmid": paper.pmid,
+        "pmcid": paper.pmcid,
+        "title": paper.title,
+        "journal": paper.journal,
+        "published": paper.published.isoformat() if paper.published else None,
+        "authors": list(paper.authors or []),
+        "abstract": paper.abstract,
+        "topics": topics,
+        "publication_types": list(paper.publication_types or []),
+        "first_seen": paper.first_seen.isoformat(),
+        "sightings": [
+            {
+                "source": s.source_id,
+                "kind": s.kind,
+                "url": s.url or None,
+                "seen_at": s.seen_at.isoformat(),
+            }
+            for s in sightings
+        ],
+    }
+
+
+def iter_records(session: Session, stmt: Select[tuple[PaperRow]]) -> Iterator[dict[str, Any]]:
+    """Stream records in chunks: memory stays bounded however large the database."""
+    last_id = 0
+    while True:
+        chunk = list(
+            session.scalars(
+                stmt.where(PaperRow.id > last_id)
+                .order_by(None)
+                .order_by(PaperRow.id)
+                .limit(EXPORT_CHUNK)
+            )
+        )
+        if not chunk:
+            return
+        ids = [p.id for p in chunk]
+        topics, sightings = topics_of(session, ids), sightings_of(session, ids)
+        for paper in chunk:
+            yield record(paper, topics.get(paper.id, []), sightings.get(paper.id, []))
+        last_id = ids[-1]
+        session.expunge_all()
+
+
+def find_paper(session: Session, ident: str) -> PaperRow | None:
+    """A paper by DOI (any spelling), PMID, PMCID or internal id (``#12``)."""
+    ident = ident.strip()
+    if ident.startswith("#") and ident[1:].isdigit():
+        return session.get(PaperRow, int(ident[1:]))
+    key = normalise.doi_key(ident)
+    if key:
+        return session.scalar(select(PaperRow).where(PaperRow.doi_key == key))
+    if ident.upper().startswith("PMC"):
+        return session.scalar(select(PaperRow).where(PaperRow.pmcid == normalise.pmcid(ident)))
+    pmid = normalise.pmid(ident)
+    if pmid:
+        return session.scalar(select(PaperRow).where(PaperRow.pmid == pmid))
+    return None
+
+
+def counts(session: Session) -> dict[str, Any]:
+    """What the database holds, for ``litwatch status``."""
+    by_topic: dict[str, int] = {
+        topic: n
+        for topic, n in session.execute(
+            select(PaperTopic.topic, func.count()).group_by(PaperTopic.topic)
+        )
+    }
+    return {
+        "papers": session.scalar(select(func.count()).select_from(PaperRow)) or 0,
+        "with_doi": session.scalar(select(func.count()).where(PaperRow.doi_key.is_not(None))) or 0,
+        "sightings": session.scalar(select(func.count()).select_from(Sighting)) or 0,
+        "by_topic": by_topic,
+        "newest": session.scalar(select(func.max(PaperRow.first_seen))),
+    }

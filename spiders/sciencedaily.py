@@ -1,0 +1,94 @@
+"""ScienceDaily news: read the feed, follow each relevant story once, take the paper's DOI.
+
+Quirks: feed items link to the story on sciencedaily.com, never to the paper; the paper is
+named in the story's ``div#journal_references`` (parsing in spiders/sciencedaily_parse.py).
+A story is followed once, ever: the runner passes the stories already followed and records
+the new ones after their items were stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import scrapy
+from scrapy.http import Response
+
+from crawler.items import Paper
+from crawler.topics import TopicMatcher
+from spiders.base import LitwatchSpider
+from spiders.sciencedaily_parse import (
+    NewsFeedError,
+    NewsItem,
+    StoryPageError,
+    parse_news_feed,
+    parse_story,
+)
+
+
+class ScienceDailySpider(LitwatchSpider):
+    kind = "sciencedaily"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.matcher = TopicMatcher(self.config.topics)
+
+    async def start(self) -> AsyncIterator[scrapy.Request]:
+        assert self.source.url
+        yield scrapy.Request(
+            self.source.url,
+            headers=self.conditional_headers(),
+            callback=self.parse_news,
+            errback=self.on_error,
+            meta={"handle_httpstatus_list": [304]},
+            dont_filter=True,
+        )
+
+    def relevant(self, item: NewsItem) -> bool:
+        """A story is worth following when its source is on-topic or its text matches a topic."""
+        if self.source.topics:
+            return True
+        return bool(self.matcher.classify(item.title, item.summary))
+
+    def parse_news(self, response: Response) -> Iterator[scrapy.Request]:
+        if response.status == 304:
+            self.report.not_modified += 1
+            return
+        try:
+            stories = parse_news_feed(response.body, response.url)
+        except NewsFeedError as exc:
+            self.fail(f"{response.url}: {exc}")
+            return
+        self.remember_validators(response)
+        budget = self.config.crawl.max_story_follows
+        for story in stories:
+            if story.url in self.state.followed:
+                continue
+            if not self.relevant(story):
+                self.report.skipped += 1
+                continue
+            if budget <= 0:
+                self.report.warnings.append(
+                    "story follow limit reached; the rest wait for the next poll"
+                )
+                break
+            budget -= 1
+            yield scrapy.Request(
+                story.url,
+                callback=self.parse_story_page,
+                errback=self.on_error,
+                cb_kwargs={"story": story},
+            )
+
+    def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper]:
+        try:
+            papers = parse_story(response.body, story.url, self.source.id)
+        except StoryPageError as exc:
+            self.fail(f"{story.url}: {exc}")
+            return
+        context = " ".join(filter(None, [story.title, story.summary]))
+        for paper in papers:
+            paper.context = context
+            paper.seen_title = paper.seen_title or story.title
+            yield paper
+        self.report.followed.append((story.url, sum(1 for p in papers if p.doi)))
