@@ -146,6 +146,8 @@ class SmtpSettings(_Section):
     starttls: bool = True
     ssl: bool = False
     username: str = ""
+    #: Extra CA bundle to trust (a private relay's certificate); empty: the system store.
+    ca_file: str = ""
     timeout: Duration = timedelta(seconds=30)
     rate_per_minute: int = Field(0, ge=0)
     max_per_run: int = Field(0, ge=0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import lxml.etree
 
@@ -54,7 +54,9 @@ class UnsafeXMLError(ValueError):
     """The document declares entities (or hides its DOCTYPE) and is refused unparsed."""
 
 
-class _Readable(Protocol):
+class Readable(Protocol):
+    """Anything with a binary ``read``: an open file, ``gzip.open(...)``, a socket reader."""
+
     def read(self, size: int = -1, /) -> bytes: ...
 
 
@@ -121,7 +123,7 @@ def parse_bytes(body: bytes) -> lxml.etree._Element:
 
 
 def safe_iterparse(
-    source: bytes | IO[bytes],
+    source: bytes | Readable,
     *,
     events: Iterable[str] = ("end",),
     tag: str | Iterable[str] | None = None,
@@ -136,7 +138,7 @@ def safe_iterparse(
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         reject_entity_declarations(data[:HEAD_BYTES])
-        stream: _Readable = io.BytesIO(data)
+        stream: Readable = io.BytesIO(data)
     else:
         head = _read_head(source)
         reject_entity_declarations(head)
@@ -144,7 +146,7 @@ def safe_iterparse(
     return lxml.etree.iterparse(stream, events=tuple(events), tag=tag, **_SAFE_OPTIONS)
 
 
-def _read_head(source: _Readable) -> bytes:
+def _read_head(source: Readable) -> bytes:
     # read() may return short counts on pipes and sockets; loop until we have enough or EOF.
     chunks: list[bytes] = []
     size = 0
@@ -160,7 +162,7 @@ def _read_head(source: _Readable) -> bytes:
 class _Replay:
     """A read-only stream that returns ``head`` and then the rest of ``rest``."""
 
-    def __init__(self, head: bytes, rest: _Readable) -> None:
+    def __init__(self, head: bytes, rest: Readable) -> None:
         self._head = head
         self._rest = rest
 

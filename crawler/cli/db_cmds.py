@@ -186,15 +186,15 @@ def _print_status(app: App, data: dict[str, Any]) -> None:
     )
     daemon = data["daemon"]
     if daemon["running"]:
+        since = _when(daemon.get("started_at"))
         app.out.print(
-            f"Daemon: running since {_when(daemon.get('started_at'))} (pid {daemon.get('pid')} on {daemon.get('host')})"
+            f"Daemon: running since {since} (pid {daemon.get('pid')} on {daemon.get('host')})"
         )
     else:
         app.out.print("Daemon: not running")
     for job in daemon.get("jobs", []):
-        app.out.print(
-            f"  {job['id']}: next {_when(job.get('next_run'))}, last {job.get('last_result') or '-'}"
-        )
+        last = job.get("last_result") or "-"
+        app.out.print(f"  {job['id']}: next {_when(job.get('next_run'))}, last {last}")
 
 
 COMMANDS = [db, config, status]

@@ -1,0 +1,171 @@
+"""``litwatch subscribers ...``: add, list, remove and import subscribers."""
+
+from __future__ import annotations
+
+import json
+from typing import IO
+
+import click
+from rich.table import Table
+from sqlalchemy import select
+
+from crawler.cli.app import EXIT_USAGE, App, fail, pass_app
+from crawler.db.engine import transaction
+from crawler.db.models import Subscriber, utcnow
+from digests import subscribers as subs
+
+
+@click.group()
+def subscribers() -> None:
+    """Manage who receives the weekly digest.
+
+    \b
+    Example:
+      litwatch subscribers add ada@example.org --topics fibromyalgia
+    """
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", help="Name used in the greeting.")
+@click.option(
+    "--topics", default="", metavar="T1,T2", help="Comma-separated topics (default: all)."
+)
+@click.option("--format", "fmt", type=click.Choice(subs.FORMATS), default="html", show_default=True)
+@click.option(
+    "--timezone", "tz", default="UTC", show_default=True, help="IANA time zone, e.g. Europe/Oslo."
+)
+@pass_app
+def subscribers_add(app: App, email: str, name: str | None, topics: str, fmt: str, tz: str) -> None:
+    """Add a subscriber (active at once: the operator vouches for the address).
+
+    \b
+    Example:
+      litwatch subscribers add ada@example.org --name Ada --topics fibromyalgia,autoimmunity \\
+          --format html --timezone Europe/Oslo
+    """
+    engine = app.engine()
+    try:
+        with transaction(engine) as session:
+            sub = subs.add(
+                session,
+                email,
+                known_topics=list(app.settings.topics),
+                name=name,
+                topics=[t for t in topics.split(",") if t.strip()],
+                fmt=fmt,
+                timezone=tz,
+            )
+            click.echo(f"added {sub.email} ({', '.join(sub.topics)}; {sub.format}; {sub.timezone})")
+    except subs.SubscriberError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@subscribers.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include pending and unsubscribed ones.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+def subscribers_list(app: App, show_all: bool, as_json: bool) -> None:
+    """List subscribers (active ones unless --all).
+
+    \b
+    Example:
+      litwatch subscribers list --all
+    """
+    engine = app.engine()
+    stmt = select(Subscriber).order_by(Subscriber.id)
+    if not show_all:
+        stmt = stmt.where(Subscriber.status == "active")
+    with transaction(engine) as session:
+        rows = list(session.scalars(stmt))
+    if as_json:
+        for s in rows:
+            click.echo(
+                json.dumps(
+                    {
+                        "email": s.email,
+                        "name": s.name,
+                        "topics": s.topics,
+                        "format": s.format,
+                        "timezone": s.timezone,
+                        "status": s.status,
+                        "created_at": s.created_at.isoformat(),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return
+    table = Table(title=f"{len(rows)} subscribers", title_justify="left")
+    for col in ("email", "name", "topics", "format", "timezone", "status", "since"):
+        table.add_column(col)
+    for s in rows:
+        table.add_row(
+            s.email,
+            s.name or "",
+            ", ".join(s.topics),
+            s.format,
+            s.timezone,
+            s.status,
+            s.created_at.strftime("%Y-%m-%d"),
+        )
+    app.out.print(table)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--purge", is_flag=True, help="Delete the subscriber and their delivery history.")
+@pass_app
+def subscribers_remove(app: App, email: str, purge: bool) -> None:
+    """Unsubscribe an address (kept as unsubscribed; --purge deletes it and its history).
+
+    \b
+    Example:
+      litwatch subscribers remove ada@example.org
+    """
+    engine = app.engine()
+    try:
+        with transaction(engine) as session:
+            sub = subs.find(session, email)
+            if sub is None:
+                fail(f"{email} is not a subscriber")
+            if purge:
+                session.delete(sub)
+                click.echo(f"deleted {sub.email} and their delivery history")
+            else:
+                sub.status = "unsubscribed"
+                sub.unsubscribed_at = utcnow()
+                click.echo(f"unsubscribed {sub.email}")
+    except subs.SubscriberError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@pass_app
+def subscribers_import(app: App, file: IO[str]) -> None:
+    """Add or update subscribers from a CSV file (idempotent; bad rows are reported).
+
+    The header row names the columns: email (required), name, topics (separated by ";"),
+    format (html or text), timezone. Unsubscribed addresses are never re-activated.
+
+    \b
+    Example:
+      litwatch subscribers import clinic.csv
+    """
+    engine = app.engine()
+    try:
+        with transaction(engine) as session:
+            report = subs.import_csv(session, file, known_topics=list(app.settings.topics))
+    except subs.SubscriberError as exc:
+        fail(f"{file.name}: {exc}", EXIT_USAGE)
+    click.echo(
+        f"{file.name}: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged, {len(report.rejected)} rejected"
+    )
+    for line, reason in report.rejected:
+        click.echo(f"  line {line}: {reason}", err=True)
+    if report.rejected:
+        raise SystemExit(1)
+
+
+COMMANDS = [subscribers]

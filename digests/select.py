@@ -1,0 +1,159 @@
+"""Which papers go into whose digest, and the digest's moment (cutoff) and period.
+
+A digest is identified by (subscriber, period), the period being the cutoff's date in the
+subscriber's time zone. It holds the papers on the subscriber's topics first seen before the
+cutoff that were never put in one of their digests before. The window reaches back to the
+subscriber's previous digest, and at least ``first_lookback`` (so a paper tagged late, or a
+topic just added, still comes once), but never further for a first digest.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crawler.db.models import Delivery, DeliveryPaper, PaperRow, PaperTopic, Sighting, Subscriber
+from digests.model import Entry, PressLink, paper_url
+
+_CHUNK = 500
+
+
+def cutoff_for(subscriber_tz: str, *, period_end: date | None, now: datetime) -> datetime:
+    """The digest's cutoff: the start of ``period_end`` in the subscriber's zone, else now."""
+    if period_end is None:
+        return now.astimezone(UTC)
+    local = datetime.combine(period_end, time(0), tzinfo=ZoneInfo(subscriber_tz))
+    return local.astimezone(UTC)
+
+
+def period_of(cutoff: datetime, subscriber_tz: str) -> date:
+    return cutoff.astimezone(ZoneInfo(subscriber_tz)).date()
+
+
+def window_start(
+    session: Session, subscriber: Subscriber, cutoff: datetime, lookback: timedelta
+) -> datetime:
+    previous = session.scalar(
+        select(func.max(Delivery.cutoff)).where(
+            Delivery.subscriber_id == subscriber.id, Delivery.cutoff < cutoff
+        )
+    )
+    floor = cutoff - lookback
+    return min(previous, floor) if previous is not None else floor
+
+
+def select_paper_ids(
+    session: Session, subscriber: Subscriber, cutoff: datetime, lookback: timedelta
+) -> list[int]:
+    """Ids of the papers this subscriber's digest at ``cutoff`` should hold."""
+    start = window_start(session, subscriber, cutoff, lookback)
+    already = (
+        select(DeliveryPaper.paper_id)
+        .join(Delivery, Delivery.id == DeliveryPaper.delivery_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+    )
+    on_topic = select(PaperTopic.paper_id).where(PaperTopic.topic.in_(subscriber.topics or []))
+    stmt = (
+        select(PaperRow.id)
+        .where(
+            PaperRow.first_seen >= start,
+            PaperRow.first_seen < cutoff,
+            PaperRow.id.in_(on_topic),
+            PaperRow.id.not_in(already),
+        )
+        .order_by(PaperRow.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def entries_for(session: Session, paper_ids: Sequence[int]) -> list[Entry]:
+    """Digest entries for these papers, with their topics and press coverage."""
+    out: list[Entry] = []
+    for start in range(0, len(paper_ids), _CHUNK):
+        ids = list(paper_ids[start : start + _CHUNK])
+        topics: dict[int, list[str]] = defaultdict(list)
+        for pid, topic in session.execute(
+            select(PaperTopic.paper_id, PaperTopic.topic).where(PaperTopic.paper_id.in_(ids))
+        ):
+            topics[pid].append(topic)
+        press: dict[int, list[PressLink]] = defaultdict(list)
+        kinds: dict[int, set[str]] = defaultdict(set)
+        seen_at: dict[int, str] = {}
+        for s in session.scalars(
+            select(Sighting)
+            .where(Sighting.paper_id.in_(ids))
+            .order_by(Sighting.seen_at, Sighting.id)
+        ):
+            kinds[s.paper_id].add(s.kind)
+            if s.url and (s.kind != "news" or s.paper_id not in seen_at):
+                seen_at.setdefault(s.paper_id, s.url)
+            if s.kind == "news" and s.url:
+                press[s.paper_id].append(
+                    PressLink(s.title or "News story", s.url, _outlet(s.source_id))
+                )
+        for paper in session.scalars(
+            select(PaperRow).where(PaperRow.id.in_(ids)).order_by(PaperRow.id)
+        ):
+            out.append(
+                _entry(
+                    paper, topics[paper.id], press[paper.id], kinds[paper.id], seen_at.get(paper.id)
+                )
+            )
+    return out
+
+
+def _outlet(source_id: str) -> str:
+    return "ScienceDaily" if source_id.startswith("sciencedaily") else source_id
+
+
+def _entry(
+    paper: PaperRow,
+    topics: list[str],
+    press: list[PressLink],
+    kinds: set[str],
+    seen_url: str | None,
+) -> Entry:
+    preprint = "Preprint" in (paper.publication_types or []) or (
+        "preprint" in kinds and "article" not in kinds
+    )
+    # DOI first, then PubMed, then wherever it was seen (a story about a paper with no DOI).
+    url = paper_url(paper.doi, paper.pmid, seen_url) or ""
+    return Entry(
+        paper_id=paper.id,
+        title=paper.title or "(untitled)",
+        url=url,
+        doi=paper.doi,
+        pmid=paper.pmid,
+        pmcid=paper.pmcid,
+        authors=tuple(paper.authors or ()),
+        journal=paper.journal,
+        published=paper.published,
+        publication_types=tuple(paper.publication_types or ()),
+        topics=tuple(sorted(topics)),
+        abstract=paper.abstract,
+        press=tuple(press),
+        preprint=preprint,
+    )
+
+
+def active_subscribers(
+    session: Session, after_id: int = 0, limit: int = _CHUNK
+) -> list[Subscriber]:
+    """A page of active subscribers in id order (to stream through any number of them)."""
+    return list(
+        session.scalars(
+            select(Subscriber)
+            .where(Subscriber.status == "active", Subscriber.id > after_id)
+            .order_by(Subscriber.id)
+            .limit(limit)
+        )
+    )
+
+
+def utc_date_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)

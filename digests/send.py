@@ -1,0 +1,318 @@
+"""Send the digests: plan each (subscriber, period) once, deliver, record success at once.
+
+Exactly once, the way rss2email taught: a delivery row is created (pending, with the papers
+it holds and a fixed Message-ID) before anything is sent; it is marked sent in its own
+transaction right after the server accepted the message. A crash or kill at any point leaves
+pending rows that the next run sends with the same content and Message-ID; sent rows are
+never sent again. The one window no client can close (between the server's 250 and our
+commit) is milliseconds wide, and the stable Message-ID lets receivers drop a repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from crawler.db.engine import transaction
+from crawler.db.models import Delivery, DeliveryPaper, Subscriber, utcnow
+from crawler.settings import Settings
+from digests import select as sel
+from digests.backends import (
+    Backend,
+    FatalDeliveryError,
+    PermanentFailure,
+    TemporaryFailure,
+    make_backend,
+)
+from digests.compose import Composer, Personal
+from digests.mail import build_message, message_id
+from digests.render import Rendered
+from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, signer_for
+
+log = logging.getLogger("litwatch.digest")
+
+#: Waits before retrying a temporary failure: 5 min, 10, 20, ... capped at 6 h.
+RETRY_BASE = timedelta(minutes=5)
+RETRY_MAX = timedelta(hours=6)
+#: A delivery that failed temporarily this many times is given up (marked failed).
+MAX_ATTEMPTS = 10
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    empty: int = 0
+    already: int = 0
+    errors: list[str] = field(default_factory=list)
+    fatal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors and self.fatal is None
+
+
+class Links:
+    """Per-subscriber URLs built from ``[web] base_url`` with signed tokens."""
+
+    def __init__(self, settings: Settings, signer: Signer) -> None:
+        self.base = settings.web.base_url
+        self.signer = signer
+
+    def unsubscribe(self, sub: Subscriber) -> str:
+        return f"{self.base}/u/{self.signer.sign(UNSUBSCRIBE, sub.token)}"
+
+    def preferences(self, sub: Subscriber) -> str:
+        return f"{self.base}/preferences/{self.signer.sign(PREFERENCES, sub.token)}"
+
+    def personal(self, sub: Subscriber) -> Personal:
+        return Personal(sub.name, sub.email, self.unsubscribe(sub), self.preferences(sub))
+
+
+def make_composer(settings: Settings) -> Composer:
+    titles = {name: settings.topic_title(name) for name in settings.topics}
+    return Composer(titles, f"{settings.web.base_url}/archive", settings.web.base_url)
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
+
+
+def _subscribers(engine: Engine, only: str | None) -> Iterator[Subscriber]:
+    last = 0
+    while True:
+        with transaction(engine) as session:
+            page = sel.active_subscribers(session, after_id=last)
+            if only is not None:
+                page = [s for s in page if s.email_key == only.casefold()]
+        if not page:
+            return
+        yield from page
+        last = page[-1].id
+
+
+def plan(
+    engine: Engine, settings: Settings, sub: Subscriber, cutoff: datetime, now: datetime
+) -> tuple[int | None, str]:
+    """Create the pending delivery of ``sub`` for ``cutoff``'s period if there is none.
+
+    Returns (delivery id to send now or None, why): ``due``, ``sent`` (or failed for good),
+    ``waiting`` (a retry delay), ``empty`` (nothing new), ``inactive``. The papers are fixed
+    here, so a rerun sends the same digest.
+    """
+    period = sel.period_of(cutoff, sub.timezone)
+    with transaction(engine) as session:
+        existing = session.scalar(
+            select(Delivery).where(Delivery.subscriber_id == sub.id, Delivery.period == period)
+        )
+        if existing is not None:
+            if existing.state != "pending":
+                return None, "sent"
+            due = existing.next_attempt_at is None or existing.next_attempt_at <= now
+            return (existing.id, "due") if due else (None, "waiting")
+        fresh = session.get(Subscriber, sub.id)
+        if fresh is None or fresh.status != "active":
+            return None, "inactive"
+        ids = sel.select_paper_ids(session, fresh, cutoff, settings.digest.first_lookback)
+        if not ids and not settings.digest.send_empty:
+            return None, "empty"
+        delivery = Delivery(
+            subscriber_id=sub.id,
+            period=period,
+            cutoff=cutoff,
+            state="pending",
+            attempts=0,
+            message_id=message_id(sub.id, period, settings.email.from_),
+            paper_count=len(ids),
+            created_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(delivery)
+        except IntegrityError:  # another sender planned it a moment ago
+            return None, "sent"
+        session.add_all([DeliveryPaper(delivery_id=delivery.id, paper_id=pid) for pid in ids])
+        return delivery.id, "due"
+
+
+def _render(
+    engine: Engine, composer: Composer, links: Links, delivery_id: int
+) -> tuple[Delivery, Subscriber, Rendered]:
+    with transaction(engine) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        sub = session.get(Subscriber, delivery.subscriber_id)
+        assert sub is not None
+        ids = list(
+            session.scalars(
+                select(DeliveryPaper.paper_id)
+                .where(DeliveryPaper.delivery_id == delivery_id)
+                .order_by(DeliveryPaper.paper_id)
+            )
+        )
+        entries = sel.entries_for(session, ids)
+    rendered = composer.compose(
+        entries, sub.topics, delivery.period, sub.format, links.personal(sub)
+    )
+    return delivery, sub, rendered
+
+
+def _record(engine: Engine, delivery_id: int, **values: object) -> None:
+    with transaction(engine) as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert delivery is not None
+        for key, value in values.items():
+            setattr(delivery, key, value)
+
+
+def deliver_one(
+    engine: Engine,
+    settings: Settings,
+    backend: Backend,
+    composer: Composer,
+    links: Links,
+    delivery_id: int,
+    report: SendReport,
+    now: datetime,
+) -> None:
+    delivery, sub, rendered = _render(engine, composer, links, delivery_id)
+    if sub.status != "active":
+        _record(engine, delivery_id, state="failed", last_error="subscriber left before sending")
+        report.failed += 1
+        return
+    msg = build_message(
+        rendered,
+        from_header=settings.email.from_,
+        to_email=sub.email,
+        to_name=sub.name,
+        msg_id=delivery.message_id,
+        unsubscribe_url=links.unsubscribe(sub),
+        unsubscribe_mailto=settings.email.unsubscribe_mailto,
+        when=now,
+    )
+    attempts = delivery.attempts + 1
+    try:
+        backend.send(msg, sub.email)
+    except PermanentFailure as exc:
+        _record(engine, delivery_id, state="failed", attempts=attempts, last_error=str(exc))
+        report.failed += 1
+        report.errors.append(f"{sub.email}: refused: {exc}")
+        log.warning(
+            "event=digest.refused subscriber=%s period=%s error=%r",
+            sub.id,
+            delivery.period,
+            str(exc),
+        )
+        return
+    except TemporaryFailure as exc:
+        state = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+        _record(
+            engine,
+            delivery_id,
+            state=state,
+            attempts=attempts,
+            last_error=str(exc),
+            next_attempt_at=now + backoff(attempts),
+        )
+        report.pending += state == "pending"
+        report.failed += state == "failed"
+        report.errors.append(f"{sub.email}: temporary failure: {exc}")
+        log.warning(
+            "event=digest.deferred subscriber=%s period=%s error=%r",
+            sub.id,
+            delivery.period,
+            str(exc),
+        )
+        return
+    # Accepted by the server: record it now, before anything else can go wrong.
+    _record(
+        engine,
+        delivery_id,
+        state="sent",
+        attempts=attempts,
+        sent_at=utcnow(),
+        last_error=None,
+        next_attempt_at=None,
+    )
+    report.sent += 1
+    log.info(
+        "event=digest.sent subscriber=%s period=%s papers=%s",
+        sub.id,
+        delivery.period,
+        delivery.paper_count,
+    )
+
+
+def send_digests(
+    settings: Settings,
+    engine: Engine,
+    *,
+    period_end: date | None = None,
+    now: datetime | None = None,
+    only: str | None = None,
+    dry_run: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[SendReport], None] | None = None,
+) -> SendReport:
+    """Plan and send every active subscriber's digest for this moment (see the module doc)."""
+    now = now or utcnow()
+    report = SendReport()
+    composer = make_composer(settings)
+    links = Links(settings, signer_for(engine))
+    cap = settings.email.smtp.max_per_run if settings.email.backend == "smtp" else 0
+    backend = None if dry_run else make_backend(settings.email, settings.smtp_password)
+    try:
+        for sub in _subscribers(engine, only):
+            if should_stop():
+                break
+            cutoff = sel.cutoff_for(sub.timezone, period_end=period_end, now=now)
+            if dry_run:
+                _dry_run_one(engine, settings, sub, cutoff, report)
+                continue
+            delivery_id, why = plan(engine, settings, sub, cutoff, now)
+            if delivery_id is None:
+                report.empty += why == "empty"
+                report.already += why == "sent"
+                report.pending += why == "waiting"
+                continue
+            if cap and report.sent >= cap:
+                report.pending += 1
+                continue
+            assert backend is not None
+            try:
+                deliver_one(engine, settings, backend, composer, links, delivery_id, report, now)
+            except FatalDeliveryError as exc:
+                _record(engine, delivery_id, last_error=str(exc))
+                report.fatal = str(exc)
+                break
+            if progress is not None:
+                progress(report)
+    finally:
+        if backend is not None:
+            backend.close()
+    if report.fatal is not None:
+        report.pending += _count_pending(engine)
+    return report
+
+
+def _count_pending(engine: Engine) -> int:
+    with transaction(engine) as session:
+        return len(list(session.scalars(select(Delivery.id).where(Delivery.state == "pending"))))
+
+
+def _dry_run_one(
+    engine: Engine, settings: Settings, sub: Subscriber, cutoff: datetime, report: SendReport
+) -> None:
+    with transaction(engine) as session:
+        ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
+    if ids or settings.digest.send_empty:
+        report.pending += 1
+        log.info("event=digest.would_send subscriber=%s papers=%s", sub.id, len(ids))
+    else:
+        report.empty += 1

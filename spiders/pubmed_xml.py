@@ -1,0 +1,680 @@
+"""Parsers for NCBI E-utilities answers: ESearch (XML or JSON) and PubMed EFetch XML.
+
+Pure functions from bytes to values; the PubMed spider does the fetching.
+
+Quirks handled here (PubMed DTD 2013-2025):
+
+* The article's own DOI is ``PubmedData/ArticleIdList/ArticleId[@IdType="doi"]`` or
+  ``Article/ELocationID[@EIdType="doi"]``. ``PubmedData/ReferenceList`` also holds ArticleIdLists,
+  but those are *cited* papers, so ids are only read from an ArticleIdList that is a direct child
+  of PubmedData / BookDocument / PubmedBookData.
+* Titles and abstracts carry inline markup (``<i>``, ``<sub>``, ``<sup>``, ``<b>``) and MathML
+  (``mml:math``, pretty-printed with indentation); both are flattened to plain text.
+* Dates come as Year/Month/Day (Month as "Dec" or "12"), Year/Season ("Spring") or free-text
+  MedlineDate ("1965 Dec-1966 Jan"); missing parts mean "the first".
+* A book chapter (``PubmedBookArticle``) keeps everything under BookDocument, not MedlineCitation.
+* A failed EFetch (expired WebEnv, say) answers ``<eFetchResult><ERROR>…`` with HTTP 200.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+import lxml.etree
+from lxml.etree import _Element as Element
+
+from crawler.items import Paper
+from crawler.normalise import squash
+from crawler.xmlsafe import Readable, UnsafeXMLError, parse_bytes, safe_iterparse
+
+PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
+_MATHML = "{http://www.w3.org/1998/Math/MathML}"
+_ARTICLE_TAGS = ("PubmedArticle", "PubmedBookArticle")
+_SET_TAGS = {"PubmedArticleSet", "PubmedBookArticleSet"}
+
+
+class EFetchError(ValueError):
+    """EFetch answered with an error document instead of a PubmedArticleSet."""
+
+
+# --------------------------------------------------------------------------- ESearch
+
+
+@dataclass
+class ESearchResult:
+    """One ESearch answer.
+
+    ``errors`` non-empty means the answer cannot be trusted as "these are the matches": a
+    top-level ``ERROR`` (bad database, bad query syntax, backend failure), an unreadable body,
+    or an ErrorList entry (PhraseNotFound, FieldNotFound) **when Count is 0**. With no results,
+    an unknown phrase is most likely a typo in the configured query, and calling it "nothing new
+    this week" would hide it for ever. When Count > 0, NCBI dropped the unknown phrase and
+    searched the rest, so the ids are real; the entries go to ``warnings`` for the log, along
+    with the WarningList (PhraseIgnored, QuotedPhraseNotFound, OutputMessage).
+    """
+
+    count: int = 0
+    retmax: int = 0
+    retstart: int = 0
+    ids: list[str] = field(default_factory=list)
+    webenv: str | None = None
+    query_key: str | None = None
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# JSON list names (retmode=json) mapped to the element names of the XML answer.
+_JSON_PROBLEMS = {
+    "phrasesnotfound": "PhraseNotFound",
+    "fieldsnotfound": "FieldNotFound",
+    "phrasesignored": "PhraseIgnored",
+    "quotedphrasesnotfound": "QuotedPhraseNotFound",
+    "outputmessages": "OutputMessage",
+}
+
+
+def parse_esearch(body: bytes) -> ESearchResult:
+    """Read an ESearch answer, XML (the default retmode) or JSON (``retmode=json``).
+
+    Never raises for bad input: problems land in ``errors`` / ``warnings`` (see
+    :class:`ESearchResult`) and the caller decides.
+    """
+    if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return _esearch_json(body)
+    return _esearch_xml(body)
+
+
+def _esearch_xml(body: bytes) -> ESearchResult:
+    result = ESearchResult()
+    try:
+        root = parse_bytes(body)
+    except (UnsafeXMLError, lxml.etree.XMLSyntaxError) as exc:
+        result.errors.append(f"unreadable ESearch answer: {exc}")
+        return result
+    if root.tag != "eSearchResult":
+        result.errors.append(f"unexpected ESearch root element <{root.tag}>")
+        return result
+    problems: list[str] = []
+    for child in root:  # direct children only: TranslationStack has <Count> elements too
+        tag, text = child.tag, (child.text or "").strip()
+        if tag in ("Count", "RetMax", "RetStart"):
+            setattr(result, tag.lower(), _to_int(text, tag, result.errors))
+        elif tag == "QueryKey":
+            result.query_key = text or None
+        elif tag == "WebEnv":
+            result.webenv = text or None
+        elif tag == "IdList":
+            result.ids = [(i.text or "").strip() for i in child if i.tag == "Id"]
+        elif tag == "ERROR":
+            result.errors.append(text or "ERROR")
+        elif tag == "ErrorList":
+            problems += [_problem(str(e.tag), e.text) for e in child if isinstance(e.tag, str)]
+        elif tag == "WarningList":
+            result.warnings += [
+                _problem(str(w.tag), w.text) for w in child if isinstance(w.tag, str)
+            ]
+    _file_problems(result, problems)
+    return result
+
+
+def _esearch_json(body: bytes) -> ESearchResult:
+    result = ESearchResult()
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        result.errors.append(f"unreadable ESearch answer: {exc}")
+        return result
+    if not isinstance(data, dict):
+        result.errors.append("unexpected ESearch JSON (not an object)")
+        return result
+    if data.get("error"):  # the rate-limit answer: {"error": "API rate limit exceeded", ...}
+        result.errors.append(str(data["error"]))
+    found = data.get("esearchresult")
+    if not isinstance(found, dict):
+        result.errors.append("ESearch JSON has no esearchresult")
+        return result
+    for key in ("count", "retmax", "retstart"):
+        setattr(result, key, _to_int(str(found.get(key, "0")), key, result.errors))
+    result.query_key = _opt_str(found.get("querykey"))
+    result.webenv = _opt_str(found.get("webenv"))
+    result.ids = [str(i).strip() for i in found.get("idlist") or []]
+    if found.get("ERROR"):
+        result.errors.append(str(found["ERROR"]))
+    result.warnings += _json_problems(found.get("warninglist"))
+    _file_problems(result, _json_problems(found.get("errorlist")))
+    return result
+
+
+def _json_problems(section: Any) -> list[str]:
+    if not isinstance(section, dict):
+        return []
+    names = ((_JSON_PROBLEMS.get(str(key), str(key)), values) for key, values in section.items())
+    return [_problem(name, str(v)) for name, values in names for v in values or []]
+
+
+def _problem(name: str, text: str | None) -> str:
+    text = (text or "").strip()
+    return text if name == "OutputMessage" else f"{name}: {text}"
+
+
+def _file_problems(result: ESearchResult, problems: list[str]) -> None:
+    # See ESearchResult: an unknown phrase only invalidates an answer that found nothing.
+    (result.errors if result.count == 0 else result.warnings).extend(problems)
+
+
+def _to_int(text: str, name: str, errors: list[str]) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        errors.append(f"{name} is not a number: {text!r}")
+        return 0
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+# --------------------------------------------------------------------------- EFetch
+
+
+def iter_efetch(source: bytes | Readable, source_id: str) -> Iterator[Paper]:
+    """Yield one :class:`Paper` per PubmedArticle / PubmedBookArticle in an EFetch answer.
+
+    Parses incrementally: each article element is emptied as soon as it is read and unlinked
+    when the next one arrives, so memory is bounded by one article (plus the parser's read-ahead
+    buffer), not by the document. Raises :class:`EFetchError` for an NCBI error
+    document (so an expired WebEnv is not mistaken for "no papers"),
+    :class:`crawler.xmlsafe.UnsafeXMLError` for entity declarations and
+    ``lxml.etree.XMLSyntaxError`` for a broken document (after the papers read before the break).
+    Articles without a PMID are skipped: they cannot be PubMed records.
+    """
+    for element in _article_elements(source):
+        paper = _read_record(element, source_id)
+        if paper is not None:
+            yield paper
+
+
+def _article_elements(source: bytes | Readable) -> Iterator[Element]:
+    events = safe_iterparse(source, tag=(*_ARTICLE_TAGS, "ERROR"))
+    for _, element in events:
+        if element.tag == "ERROR":
+            raise EFetchError(_clean(element.text) or "EFetch returned ERROR")
+        yield element
+        # Free what was read: the article's subtree, and the (already emptied) articles before
+        # it, which the root would otherwise keep as a growing list of empty children.
+        element.clear(keep_tail=False)
+        parent = element.getparent()
+        while parent is not None and element.getprevious() is not None:
+            del parent[0]
+    root = events.root  # type: ignore[attr-defined]
+    if root is not None and root.tag not in _SET_TAGS:
+        raise EFetchError(f"unexpected EFetch root element <{root.tag}>")
+
+
+@dataclass(slots=True)
+class _Record:
+    """What one article or book record says, before it becomes a Paper."""
+
+    pmid: str | None = None
+    title: str | None = None
+    vernacular_title: str | None = None
+    book_title: str | None = None
+    abstract: str | None = None
+    id_doi: str | None = None
+    elocation_doi: str | None = None
+    pmcid: str | None = None
+    journal: str | None = None
+    iso_abbreviation: str | None = None
+    medline_ta: str | None = None
+    article_date: _Partial | None = None
+    pub_date: _Partial | None = None
+    authors: list[str] = field(default_factory=list)
+    book_authors: list[str] = field(default_factory=list)
+    publication_types: list[str] = field(default_factory=list)
+    mesh: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)
+
+
+# Elements whose children are read as if they were the record's own: the article layout
+# (MedlineCitation/Article, PubmedData) and the book layout (BookDocument/Book, PubmedBookData).
+# Anything else (ReferenceList, CommentsCorrectionsList, ...) is never descended into.
+_CONTAINERS = frozenset(
+    {"MedlineCitation", "Article", "PubmedData", "BookDocument", "Book", "PubmedBookData"}
+)
+
+
+def _read_record(element: Element, source_id: str) -> Paper | None:
+    record = _Record()
+    _walk(element, record)
+    if not record.pmid:
+        return None
+    title = record.title or record.book_title or record.vernacular_title
+    types = record.publication_types
+    return Paper(
+        source_id=source_id,
+        origin="pubmed",
+        url=PUBMED_URL.format(pmid=record.pmid),
+        sighting_kind="preprint" if "Preprint" in types else "article",
+        seen_title=title,
+        doi=record.id_doi or record.elocation_doi,
+        pmid=record.pmid,
+        pmcid=record.pmcid,
+        title=title,
+        abstract=record.abstract,
+        journal=_journal(record),
+        published=_earliest(record.article_date, record.pub_date),
+        authors=record.authors or record.book_authors,
+        publication_types=types,
+        mesh=record.mesh,
+        keywords=record.keywords,
+    )
+
+
+def _journal(record: _Record) -> str | None:
+    if record.journal or record.iso_abbreviation or record.medline_ta:
+        return record.journal or record.iso_abbreviation or record.medline_ta
+    # A book chapter's venue is its book; a whole book has no venue beyond its own title.
+    return record.book_title if record.title else None
+
+
+def _walk(element: Element, record: _Record) -> None:
+    for child in element:
+        tag = child.tag
+        if tag in _CONTAINERS:
+            _walk(child, record)
+        else:
+            handler = _HANDLERS.get(tag)
+            if handler is not None:
+                handler(child, record)
+
+
+def _on_pmid(el: Element, record: _Record) -> None:
+    record.pmid = record.pmid or _clean(el.text)
+
+
+def _on_article_title(el: Element, record: _Record) -> None:
+    title = plain_text(el)
+    # NLM writes "[Not Available]." when a record has no English title.
+    record.title = None if title == "[Not Available]." else title
+
+
+def _on_vernacular_title(el: Element, record: _Record) -> None:
+    record.vernacular_title = plain_text(el)
+
+
+def _on_book_title(el: Element, record: _Record) -> None:
+    record.book_title = plain_text(el)
+
+
+def _on_elocation(el: Element, record: _Record) -> None:
+    # ValidYN="N" marks an identifier the publisher got wrong.
+    if el.get("EIdType") == "doi" and el.get("ValidYN") != "N" and not record.elocation_doi:
+        record.elocation_doi = _clean(el.text)
+
+
+def _on_article_ids(el: Element, record: _Record) -> None:
+    for article_id in el:
+        kind = article_id.get("IdType")
+        if kind == "doi" and not record.id_doi:
+            record.id_doi = _clean(article_id.text)
+        elif kind == "pmc" and not record.pmcid:
+            record.pmcid = _clean(article_id.text)
+
+
+def _on_abstract(el: Element, record: _Record) -> None:
+    record.abstract = abstract_text(el)
+
+
+def _on_author_list(el: Element, record: _Record) -> None:
+    if el.get("Type") == "editors":
+        return
+    names = [name for author in el if (name := _author_name(author))]
+    # A chapter's own authors (BookDocument/AuthorList) beat the book's (Book/AuthorList).
+    parent = el.getparent()
+    if parent is not None and parent.tag == "Book":
+        record.book_authors = names
+    else:
+        record.authors = names
+
+
+def _on_publication_types(el: Element, record: _Record) -> None:
+    record.publication_types += [t for pt in el if (t := plain_text(pt))]
+
+
+def _on_publication_type(el: Element, record: _Record) -> None:
+    # Book records list PublicationType directly under BookDocument, without a list element.
+    if text := plain_text(el):
+        record.publication_types.append(text)
+
+
+def _on_mesh(el: Element, record: _Record) -> None:
+    for heading in el:
+        # DescriptorName comes first in a MeshHeading; find() only as a fallback.
+        first = heading[0] if len(heading) else None
+        descriptor = first if first is not None and first.tag == "DescriptorName" else None
+        descriptor = descriptor if descriptor is not None else heading.find("DescriptorName")
+        if descriptor is not None and (text := plain_text(descriptor)):
+            record.mesh.append(text)
+
+
+def _on_keywords(el: Element, record: _Record) -> None:
+    record.keywords += [k for kw in el if kw.tag == "Keyword" and (k := plain_text(kw))]
+
+
+def _on_journal(el: Element, record: _Record) -> None:
+    for child in el:
+        if child.tag == "Title":
+            record.journal = _clean(child.text)
+        elif child.tag == "ISOAbbreviation":
+            record.iso_abbreviation = _clean(child.text)
+        elif child.tag == "JournalIssue":
+            pub_date = child.find("PubDate")
+            if pub_date is not None:
+                record.pub_date = partial_date(pub_date)
+
+
+def _on_pub_date(el: Element, record: _Record) -> None:
+    record.pub_date = partial_date(el)  # Book/PubDate; a journal's is read by _on_journal
+
+
+def _on_article_date(el: Element, record: _Record) -> None:
+    record.article_date = record.article_date or partial_date(el)
+
+
+def _on_journal_info(el: Element, record: _Record) -> None:
+    record.medline_ta = _clean(el.findtext("MedlineTA"))
+
+
+_HANDLERS: dict[str, Callable[[Element, _Record], None]] = {
+    "PMID": _on_pmid,
+    "ArticleTitle": _on_article_title,
+    "VernacularTitle": _on_vernacular_title,
+    "BookTitle": _on_book_title,
+    "ELocationID": _on_elocation,
+    "ArticleIdList": _on_article_ids,
+    "Abstract": _on_abstract,
+    "AuthorList": _on_author_list,
+    "PublicationTypeList": _on_publication_types,
+    "PublicationType": _on_publication_type,
+    "MeshHeadingList": _on_mesh,
+    "KeywordList": _on_keywords,
+    "Journal": _on_journal,
+    "PubDate": _on_pub_date,
+    "ArticleDate": _on_article_date,
+    "MedlineJournalInfo": _on_journal_info,
+}
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _clean(text: str | None) -> str | None:
+    """:func:`crawler.normalise.squash`, with a fast path for ASCII (most PubMed text)."""
+    if text is None:
+        return None
+    if text.isascii():  # nothing invisible to drop; str.split() is ~3x faster than a regex
+        return " ".join(text.split()) or None
+    return squash(text)
+
+
+def plain_text(el: Element) -> str | None:
+    """The text of an element with inline markup and MathML flattened, white space squashed."""
+    if len(el) == 0:  # the common case: no markup at all
+        return _clean(el.text)
+    parts: list[str] = []
+    _flatten(el, parts)
+    return _clean("".join(parts))
+
+
+# Plain concatenation turns "2.4×10<sup>28</sup>" into "2.4×1028", a different number. Scripts
+# made only of digits and signs have Unicode forms ("10²⁸", "h⁻¹", "CO₂"), which stay correct in
+# a plain-text mail; anything else ("3<sup>rd</sup>", "p<sub>trend</sub>") is kept as written.
+# NFKD (used by title fingerprints) maps these back to ASCII digits.
+_SCRIPT_CHARS = "0123456789+-\u2212=()"
+_SCRIPTS = {
+    "sup": str.maketrans(_SCRIPT_CHARS, "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁻⁼⁽⁾"),
+    "sub": str.maketrans(_SCRIPT_CHARS, "₀₁₂₃₄₅₆₇₈₉₊₋₋₌₍₎"),
+}
+
+
+def _flatten(el: Element, parts: list[str]) -> None:
+    if el.text:
+        parts.append(el.text)
+    for child in el:
+        tag = child.tag
+        if isinstance(tag, str):  # comments, PIs and unexpanded entities contribute no text
+            if tag.startswith(_MATHML):
+                parts.append(_math_text(child))
+            elif tag in _SCRIPTS and len(child) == 0:
+                parts.append(_script_text(child.text or "", _SCRIPTS[tag]))
+            else:
+                _flatten(child, parts)
+        if child.tail:
+            parts.append(child.tail)
+
+
+def _script_text(text: str, table: dict[int, int]) -> str:
+    stripped = text.strip()
+    if stripped and all(ord(ch) in table for ch in stripped):
+        return stripped.translate(table)
+    return text
+
+
+def _math_text(el: Element) -> str:
+    # PubMed pretty-prints MathML; the white space between tokens is indentation, not
+    # content, so token texts are joined directly: <mi>V</mi><mo>.</mo><mi>O</mi> -> "V.O".
+    # Tails inside <math> are that indentation too, so they are dropped.
+    children = [child for child in el if isinstance(child.tag, str)]
+    local = str(el.tag).rpartition("}")[2]
+    if local in ("msup", "msub", "msubsup") and len(children) >= 2:
+        base, *scripts = (_math_text(child) for child in children)
+        kinds = {"msup": ["sup"], "msub": ["sub"], "msubsup": ["sub", "sup"]}[local]
+        return base + "".join(
+            _script_text(t, _SCRIPTS[k]) for t, k in zip(scripts, kinds, strict=False)
+        )
+    return (el.text or "").strip() + "".join(_math_text(child) for child in children)
+
+
+def abstract_text(abstract: Element) -> str | None:
+    """An ``Abstract`` as plain text: one line per AbstractText, ``LABEL: text`` when labelled.
+
+    Sections are joined by newlines, as PubMed shows them; HTML output collapses them to
+    spaces. CopyrightInformation is left out.
+    """
+    sections = []
+    for part in abstract:
+        if part.tag != "AbstractText" or not (text := plain_text(part)):
+            continue
+        label = _clean(part.get("Label"))
+        # "UNLABELLED" is NLM's placeholder for a section without a printed label.
+        sections.append(f"{label}: {text}" if label and label != "UNLABELLED" else text)
+    return "\n".join(sections) or None
+
+
+def _author_name(author: Element) -> str | None:
+    """An author as PubMed prints it: "Goebel A", "Smith JR Jr", or a collective name."""
+    if author.get("ValidYN") == "N":  # kept by NLM only to record a correction
+        return None
+    parts = {child.tag: child for child in author}
+    if "CollectiveName" in parts:
+        return plain_text(parts["CollectiveName"])
+    last = _clean(parts["LastName"].text) if "LastName" in parts else None
+    if not last:
+        return None
+    initials = _text_of(parts.get("Initials")) or _initials(_text_of(parts.get("ForeName")))
+    return " ".join(p for p in (last, initials, _text_of(parts.get("Suffix"))) if p)
+
+
+def _text_of(el: Element | None) -> str | None:
+    return None if el is None else _clean(el.text)
+
+
+def _initials(forename: str | None) -> str | None:
+    if not forename:
+        return None
+    return "".join(word[0] for word in re.split(r"[\s\-.]+", forename) if word) or None
+
+
+# --------------------------------------------------------------------------- dates
+
+#: A date and its precision: 1 = year only, 2 = year and month, 3 = full date.
+_Partial = tuple[date, int]
+
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        start=1,
+    )
+}
+# A season is read as its first month; "Winter" as January, the earliest month it can cover
+# in its own year.
+_SEASONS = {"spr": 3, "sum": 6, "fal": 9, "aut": 9, "win": 1}
+_MEDLINE_DATE = re.compile(r"(\d{4})(?:\s+([A-Za-z]{3,})\.?(?:\s+(\d{1,2})(?!\d))?)?")
+
+
+def partial_date(el: Element) -> _Partial | None:
+    """Read a PubDate / ArticleDate / PubMedPubDate element; None when it has no usable year."""
+    values = {child.tag: (child.text or "").strip() for child in el}
+    if "MedlineDate" in values:
+        return medline_date(values["MedlineDate"])
+    month = _month(values.get("Month", "")) or _SEASONS.get(values.get("Season", "")[:3].lower())
+    return _make_date(values.get("Year", ""), month, values.get("Day", ""))
+
+
+def medline_date(text: str) -> _Partial | None:
+    """Read a free-text MedlineDate ("1998 Dec-1999 Jan", "2000 Spring", "1944-1945").
+
+    The first year and month are taken: the start of the range the issue covers.
+    """
+    match = _MEDLINE_DATE.search(text)
+    if match is None:
+        return None
+    year, word, day = match.groups()
+    key = (word or "")[:3].lower()
+    return _make_date(year, _MONTHS.get(key) or _SEASONS.get(key), day or "")
+
+
+def _month(text: str) -> int | None:
+    if text.isdigit():
+        return int(text) if 1 <= int(text) <= 12 else None
+    return _MONTHS.get(text[:3].lower())
+
+
+def _make_date(year: str, month: int | None, day: str) -> _Partial | None:
+    if not (year.isdigit() and len(year) == 4):
+        return None
+    if month is None:
+        return date(int(year), 1, 1), 1
+    if day.isdigit():
+        try:
+            return date(int(year), month, int(day)), 3
+        except ValueError:
+            pass  # "Feb 30": keep the month
+    return date(int(year), month, 1), 2
+
+
+def _earliest(a: _Partial | None, b: _Partial | None) -> date | None:
+    """The earlier of two dates, compared at the coarser precision of the two.
+
+    A print issue dated only "2018" (read as 2018-01-01) does not beat an electronic date of
+    2018-08-10: at year precision they tie, and a tie goes to the more precise date. Under this
+    rule the electronic date (ArticleDate) wins whenever it is not provably later, which is
+    what "first published" means for a digest.
+    """
+    if a is None or b is None:
+        return (a or b or (None, 0))[0]
+    precision = min(a[1], b[1])
+    key_a, key_b = _truncate(a[0], precision), _truncate(b[0], precision)
+    if key_a != key_b:
+        return a[0] if key_a < key_b else b[0]
+    return a[0] if a[1] >= b[1] else b[0]
+
+
+def _truncate(day: date, precision: int) -> tuple[int, ...]:
+    return (day.year, day.month, day.day)[:precision]
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def esearch_url(
+    base_url: str,
+    *,
+    term: str,
+    mindate: date,
+    maxdate: date,
+    retmax: int,
+    tool: str,
+    email: str,
+    api_key: str | None,
+    datetype: str = "edat",
+    usehistory: bool = True,
+) -> str:
+    """The ESearch URL for ``term`` between two dates (inclusive) of kind ``datetype``.
+
+    ``edat`` (Entrez date) is when a record entered PubMed, which is what a poll for new
+    records wants; ``usehistory`` keeps the result on NCBI's history server for EFetch paging.
+    ``tool`` and ``email`` identify us as the NCBI usage policy asks; ``api_key`` is left out
+    when None.
+    """
+    params: dict[str, str | int] = {
+        "db": "pubmed",
+        "term": term,
+        "datetype": datetype,
+        "mindate": _ncbi_date(mindate),
+        "maxdate": _ncbi_date(maxdate),
+        "retmax": retmax,
+    }
+    if usehistory:
+        params["usehistory"] = "y"
+    return _eutils_url(base_url, "esearch.fcgi", params, tool, email, api_key)
+
+
+def efetch_url(
+    base_url: str,
+    *,
+    webenv: str,
+    query_key: str,
+    retstart: int,
+    retmax: int,
+    tool: str,
+    email: str,
+    api_key: str | None,
+) -> str:
+    """The EFetch URL for one page (``retstart``, ``retmax``) of a history-server result."""
+    params: dict[str, str | int] = {
+        "db": "pubmed",
+        "query_key": query_key,
+        "WebEnv": webenv,
+        "retstart": retstart,
+        "retmax": retmax,
+        "retmode": "xml",
+    }
+    return _eutils_url(base_url, "efetch.fcgi", params, tool, email, api_key)
+
+
+def _eutils_url(
+    base_url: str,
+    endpoint: str,
+    params: dict[str, str | int],
+    tool: str,
+    email: str,
+    api_key: str | None,
+) -> str:
+    params = {**params, "tool": tool, "email": email}
+    if api_key is not None:
+        params["api_key"] = api_key
+    return f"{base_url.rstrip('/')}/{endpoint}?{urlencode(params)}"
+
+
+def _ncbi_date(day: date) -> str:
+    return day.strftime("%Y/%m/%d")
