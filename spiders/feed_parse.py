@@ -82,23 +82,8 @@ def parse_feed(
 
         result = parse_feed(response.body, response.url, "wiley-taxon")
     """
-    if not body.strip():
-        raise FeedError("empty response body")
-    if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
-        raise FeedError("JSON document, not an RSS or Atom feed")
-    fp_headers = _feedparser_headers(body, base_url, headers or {})
-    text = _reject_unsafe(body, fp_headers)
-    parsed = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=fp_headers,
-        # Markup is flattened to text below; sanitising first is defence in depth, while
-        # resolving URIs inside HTML would be wasted work (we keep no HTML).
-        sanitize_html=True,
-        resolve_relative_uris=False,
-    )
+    parsed = safe_feedparser(body, base_url, headers)
     problem = _bozo_message(parsed)
-    if not parsed.get("version"):
-        raise FeedError(_not_a_feed_message(text, problem))
     ctx = _context(parsed, source_id, base_url)
     papers = [p for p in (_paper(entry, ctx) for entry in parsed.entries) if p is not None]
     if problem and not papers and not ctx.feed_title:
@@ -108,6 +93,34 @@ def parse_feed(
         noun = "entry" if skipped == 1 else "entries"
         warnings.append(f"skipped {skipped} {noun} with no title, link or identifier")
     return FeedResult(papers=papers, warnings=warnings)
+
+
+def safe_feedparser(
+    body: bytes, base_url: str, headers: Mapping[str, str] | None = None
+) -> feedparser.FeedParserDict:
+    """feedparser on untrusted bytes: refuse what is not a feed, or is unsafe, with FeedError.
+
+    Shared by every feed-reading spider (journals, ScienceDaily). Refused: an empty body, JSON,
+    entity declarations (checked after feedparser's own decoding), and documents with no RSS
+    or Atom root (HTML pages, truncated XML before the root).
+    """
+    if not body.strip():
+        raise FeedError("empty response body")
+    if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
+        raise FeedError("JSON document, not an RSS or Atom feed")
+    fp_headers = _feedparser_headers(body, base_url, headers or {})
+    text = _reject_unsafe(body, fp_headers)
+    parsed = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=fp_headers,
+        # Markup is flattened to text afterwards; sanitising first is defence in depth, while
+        # resolving URIs inside HTML would be wasted work (we keep no HTML).
+        sanitize_html=True,
+        resolve_relative_uris=False,
+    )
+    if not parsed.get("version"):
+        raise FeedError(_not_a_feed_message(text, _bozo_message(parsed)))
+    return parsed
 
 
 # ---------------------------------------------------------------------------------------------

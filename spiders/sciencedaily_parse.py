@@ -17,7 +17,6 @@ Site quirks (checked against saved feeds in the shared corpus and story pages of
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -25,14 +24,13 @@ from time import struct_time
 from typing import Any
 from urllib.parse import urlsplit
 
-import feedparser
 import lxml.etree
 import lxml.html
 from w3lib.encoding import html_to_unicode
 
 from crawler.items import Paper
 from crawler.normalise import clean_doi, doi_key, find_dois, html_to_text, squash
-from crawler.xmlsafe import HEAD_BYTES, reject_entity_declarations
+from spiders.feed_parse import FeedError, safe_feedparser
 
 __all__ = [
     "NewsFeedError",
@@ -86,16 +84,12 @@ def parse_news_feed(body: bytes, base_url: str) -> list[NewsItem]:
     nowhere. Raises :class:`crawler.xmlsafe.UnsafeXMLError` when the DOCTYPE declares entities
     and :class:`NewsFeedError` when the body is not a feed at all.
     """
-    # Refuse entity declarations before feedparser sees a byte (billion laughs / XXE).
-    reject_entity_declarations(body[:HEAD_BYTES])
-    parsed = feedparser.parse(
-        io.BytesIO(body),
-        response_headers={"content-location": base_url, "content-type": "application/xml"},
-    )
-    # feedparser never raises; an HTML page or an empty body comes back without a version.
-    if not parsed.get("version"):
-        reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
-        raise NewsFeedError(f"not a news feed: {base_url} ({reason})")
+    # The same hardened entry to feedparser as journal feeds (entity declarations refused
+    # after decoding, HTML and JSON refused).
+    try:
+        parsed = safe_feedparser(body, base_url)
+    except FeedError as exc:
+        raise NewsFeedError(f"not a news feed: {exc}") from None
     items = (_news_item(entry) for entry in parsed.entries)
     return [item for item in items if item is not None]
 

@@ -14,8 +14,7 @@ import pytest
 
 from crawler.items import Paper
 from crawler.normalise import title_fingerprint
-from crawler.xmlsafe import UnsafeXMLError
-from spiders import sciencedaily_parse
+from spiders import feed_parse
 from spiders.sciencedaily_parse import (
     NewsFeedError,
     StoryPageError,
@@ -135,15 +134,15 @@ def test_xml_bomb_is_refused_before_feedparser_runs(monkeypatch: pytest.MonkeyPa
     def must_not_parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("feedparser saw a document with entity declarations")
 
-    monkeypatch.setattr(sciencedaily_parse.feedparser, "parse", must_not_parse)
-    with pytest.raises(UnsafeXMLError):
+    monkeypatch.setattr(feed_parse.feedparser, "parse", must_not_parse)
+    with pytest.raises(NewsFeedError, match="entity declarations are not allowed"):
         parse_news_feed(fixture("feed_xml_bomb.xml"), FEED_URL)
 
 
 def test_corpus_entity_in_doctype_is_refused() -> None:
     body = corpus("malformed_feeds/feedparser_entity_in_doctype.xml")
     assert b"<!ENTITY" in body
-    with pytest.raises(UnsafeXMLError):
+    with pytest.raises(NewsFeedError, match="entity declarations are not allowed"):
         parse_news_feed(body, FEED_URL)
 
 
