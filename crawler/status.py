@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from crawler.daemon_lock import daemon_running
 from crawler.db.engine import describe_url
 from crawler.db.models import CrawlRun, Delivery, Meta, SourceState, Subscriber
 from crawler.queries import counts
@@ -38,7 +40,7 @@ def collect_status(settings: Settings, engine: Engine, session: Session) -> dict
         "database": db,
         "subscribers": {k: subs.get(k, 0) for k in ("active", "pending", "unsubscribed")},
         "deliveries": {k: deliveries.get(k, 0) for k in ("pending", "sent", "failed")},
-        "daemon": daemon_info(session),
+        "daemon": daemon_info(session, daemon_running(engine)),
     }
 
 
@@ -74,11 +76,21 @@ def _count_by(session: Session, column: Any) -> dict[str, int]:
     return {key: n for key, n in session.execute(select(column, func.count()).group_by(column))}
 
 
-def daemon_info(session: Session) -> dict[str, Any]:
-    """The daemon's last heartbeat as it recorded it (see crawler.daemon)."""
+def daemon_info(session: Session, running: bool) -> dict[str, Any]:
+    """The daemon as it last recorded itself (crawler.daemon), and whether it runs now.
+
+    ``running`` comes from probing the daemon lock, not from the record: a daemon killed with
+    SIGKILL leaves a record saying "running" but frees its lock.
+    """
     row = session.get(Meta, DAEMON_META_KEY)
-    if row is None:
-        return {"running": False, "jobs": []}
-    info: dict[str, Any] = json.loads(row.value)
+    info: dict[str, Any] = json.loads(row.value) if row else {}
+    info["running"] = running
     info.setdefault("jobs", [])
+    for key in ("started_at", "heartbeat", "stopped_at"):
+        if isinstance(info.get(key), str):
+            info[key] = datetime.fromisoformat(info[key])
+    for job in info["jobs"]:
+        for key in ("next_run", "last_run"):
+            if isinstance(job.get(key), str):
+                job[key] = datetime.fromisoformat(job[key])
     return info

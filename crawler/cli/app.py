@@ -118,9 +118,16 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> N
 
 
 def _register() -> None:
-    from crawler.cli import crawl_cmds, db_cmds, digest_cmds, papers_cmds, subscriber_cmds
+    from crawler.cli import (
+        crawl_cmds,
+        daemon_cmds,
+        db_cmds,
+        digest_cmds,
+        papers_cmds,
+        subscriber_cmds,
+    )
 
-    for module in (db_cmds, crawl_cmds, papers_cmds, subscriber_cmds, digest_cmds):
+    for module in (db_cmds, crawl_cmds, papers_cmds, subscriber_cmds, digest_cmds, daemon_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 
