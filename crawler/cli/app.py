@@ -125,9 +125,19 @@ def _register() -> None:
         digest_cmds,
         papers_cmds,
         subscriber_cmds,
+        web_cmds,
     )
 
-    for module in (db_cmds, crawl_cmds, papers_cmds, subscriber_cmds, digest_cmds, daemon_cmds):
+    modules = (
+        db_cmds,
+        crawl_cmds,
+        papers_cmds,
+        subscriber_cmds,
+        digest_cmds,
+        daemon_cmds,
+        web_cmds,
+    )
+    for module in modules:
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from datetime import UTC, date, datetime, time
 
 import click
@@ -169,7 +170,7 @@ def papers_export(
     """
     _check_topic(app, topic)
     engine = app.engine()
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     if isinstance(stream, io.TextIOWrapper):
         stream.reconfigure(newline="", encoding="utf-8")  # CSV and RIS write their own CRLF
     with transaction(engine) as session:

@@ -1,0 +1,135 @@
+"""Atom 1.0 feeds (RFC 4287) of recently found papers, for people who prefer a feed reader.
+
+Built with lxml's element API, so every text and attribute is escaped by the serialiser.
+Characters XML 1.0 cannot carry at all (control characters from a publisher's feed, lone
+surrogates) are dropped first: lxml refuses them rather than escaping them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crawler.db.models import PaperRow, PaperTopic
+from digests.model import Entry, doi_url, pubmed_url
+from digests.render import http_url
+from digests.select import entries_for
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+MEDIA_TYPE = "application/atom+xml; charset=utf-8"
+DEFAULT_SIZE = 100
+
+# XML 1.0 section 2.2 "Char": tab, LF, CR and U+0020 upward, minus surrogates, FFFE and FFFF.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One paper in a feed: its digest entry plus when it was found and last changed."""
+
+    entry: Entry
+    first_seen: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    """The feed's own metadata."""
+
+    feed_id: str
+    title: str
+    self_url: str
+    home_url: str
+    subtitle: str = ""
+
+
+def xml_text(value: str | None) -> str:
+    """``value`` with the characters XML 1.0 cannot represent removed ("" for None)."""
+    return _NOT_XML.sub("", value or "")
+
+
+def rfc3339(moment: datetime) -> str:
+    """An Atom date (RFC 3339, UTC, whole seconds)."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def recent_items(session: Session, topic: str | None, limit: int = DEFAULT_SIZE) -> list[FeedItem]:
+    """The ``limit`` most recently found papers (on ``topic``, or all), newest first."""
+    stmt = select(PaperRow.id, PaperRow.first_seen, PaperRow.updated)
+    if topic is not None:
+        stmt = stmt.where(
+            PaperRow.id.in_(select(PaperTopic.paper_id).where(PaperTopic.topic == topic))
+        )
+    rows = session.execute(
+        stmt.order_by(PaperRow.first_seen.desc(), PaperRow.id.desc()).limit(limit)
+    ).all()
+    entries = {e.paper_id: e for e in entries_for(session, [r.id for r in rows])}
+    return [FeedItem(entries[r.id], r.first_seen, r.updated) for r in rows if r.id in entries]
+
+
+def entry_id(entry: Entry, host: str) -> str:
+    """A permanent entry id: the DOI URL, else the PubMed URL, else a tag URI (RFC 4151)."""
+    return (
+        doi_url(entry.doi)
+        or pubmed_url(entry.pmid)
+        or f"tag:{host},2025:litwatch/paper/{entry.paper_id}"
+    )
+
+
+def build_feed(info: FeedInfo, items: Sequence[FeedItem], now: datetime) -> bytes:
+    """The Atom document as UTF-8 bytes with an XML declaration."""
+    feed = etree.Element(f"{{{ATOM_NS}}}feed", nsmap={None: ATOM_NS})
+    _text(feed, "id", info.feed_id)
+    _text(feed, "title", info.title)
+    if info.subtitle:
+        _text(feed, "subtitle", info.subtitle)
+    newest = max((item.updated for item in items), default=now)
+    _text(feed, "updated", rfc3339(newest))
+    _link(feed, info.self_url, "self", MEDIA_TYPE.split(";")[0])
+    _link(feed, info.home_url, "alternate", "text/html")
+    author = etree.SubElement(feed, f"{{{ATOM_NS}}}author")
+    _text(author, "name", "litwatch")
+    _text(feed, "generator", "litwatch")
+    host = urlsplit(info.home_url).hostname or "localhost"
+    for item in items:
+        _entry(feed, item, host)
+    return bytes(etree.tostring(feed, xml_declaration=True, encoding="utf-8"))
+
+
+def _entry(feed: etree._Element, item: FeedItem, host: str) -> None:
+    e = item.entry
+    node = etree.SubElement(feed, f"{{{ATOM_NS}}}entry")
+    _text(node, "id", entry_id(e, host))
+    _text(node, "title", e.title)
+    _text(node, "published", rfc3339(item.first_seen))
+    _text(node, "updated", rfc3339(item.updated))
+    link = http_url(e.doi_url) or http_url(e.url)
+    if link:
+        _link(node, link, "alternate", "text/html")
+    for name in e.authors[:3] if e.authors else ():
+        if xml_text(name).strip():
+            author = etree.SubElement(node, f"{{{ATOM_NS}}}author")
+            _text(author, "name", name)
+    for topic in e.topics:
+        etree.SubElement(node, f"{{{ATOM_NS}}}category", term=xml_text(topic))
+    summary = " — ".join(p for p in (e.journal, e.excerpt) if p)
+    if summary:
+        _text(node, "summary", summary)
+
+
+def _text(parent: etree._Element, tag: str, value: str) -> None:
+    child = etree.SubElement(parent, f"{{{ATOM_NS}}}{tag}")
+    child.text = xml_text(value)
+    if tag in ("title", "summary", "subtitle"):
+        child.set("type", "text")  # plain text: readers must not interpret it as HTML
+
+
+def _link(parent: etree._Element, href: str, rel: str, media_type: str) -> None:
+    etree.SubElement(parent, f"{{{ATOM_NS}}}link", href=xml_text(href), rel=rel, type=media_type)
