@@ -39,7 +39,13 @@ class NamedLock:
         return self._conn is not None or self._fd is not None
 
     def acquire(self, *, blocking: bool = False, timeout: float | None = None) -> bool:
-        """Take the lock; return False when another process holds it (and we do not wait)."""
+        """Take the lock; return False when another process holds it (and we do not wait).
+
+        Taking a lock this object already holds succeeds at once: a second attempt would
+        open another connection or file and find the lock taken, by ourselves.
+        """
+        if self.held:
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._try():

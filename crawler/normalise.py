@@ -15,8 +15,16 @@ import lxml.html
 # A DOI is "10.<registrant>/<suffix>". Validation is deliberately loose (Crossref's advice):
 # registrant codes are 4-9 digits, the suffix is anything without white space.
 _DOI_VALID = re.compile(r"^10\.\d{4,9}/\S+$")
-# Finding a DOI in prose or a URL path: stop at white space, quotes and angle brackets.
-_DOI_FIND = re.compile(r"\b(10\.\d{4,9}/[^\s\"'<>]+)", re.IGNORECASE)
+# Finding a DOI in prose or a URL path: stop at white space, quotes and angle brackets, except
+# for a SICI's "<463::AID-JBM6>" part (a digit then a colon inside the brackets), which no HTML
+# tag looks like: "10.1002/(SICI)1097-4636(199706)35:4<463::AID-JBM6>3.0.CO;2-R".
+_DOI_FIND = re.compile(
+    r"\b(10\.\d{4,9}/(?:<\d+:[^\s\"'<>]*>|[^\s\"'<>])+)",
+    re.IGNORECASE,
+)
+# A resolver or publisher URL: its query string and fragment are never part of the DOI (a DOI's
+# own "?" or "#" is percent-encoded in a URL).
+_URL_START = re.compile(r"^(?:https?://|(?:dx\.|www\.)?doi\.org/)", re.IGNORECASE)
 # Prefixes that wrap a DOI: resolver URLs, URI schemes and the printed "DOI:" label.
 _DOI_PREFIX = re.compile(
     r"^(?:https?://(?:dx\.|www\.)?doi\.org/|(?:dx\.)?doi\.org/|info:doi/|urn:doi:|doi\s*:\s*|doi\s+)",
@@ -38,6 +46,8 @@ def clean_doi(raw: str | None) -> str | None:
     if not raw:
         return None
     s = unicodedata.normalize("NFC", raw.translate(_INVISIBLE)).strip()
+    if _URL_START.match(s):
+        s = re.split(r"[?#]", s, maxsplit=1)[0]
     for _ in range(3):  # "doi: https://doi.org/10..." happens
         stripped = _DOI_PREFIX.sub("", s, count=1).strip()
         if stripped == s:
@@ -73,16 +83,17 @@ def doi_key(raw: str | None) -> str | None:
 
 
 def find_dois(text: str | None) -> list[str]:
-    """Every distinct DOI in a piece of prose or a URL, cleaned, in order of appearance."""
+    """Every distinct DOI in a piece of prose or a URL, cleaned, in order of appearance.
+
+    A DOI inside a link loses what the link added after it: the query string (``?af=R``,
+    ``?TRACK=RSS``), the fragment, and a bioRxiv/medRxiv version suffix (``v1``).
+    """
     if not text:
         return []
     found: list[str] = []
     keys: set[str] = set()
     for match in _DOI_FIND.finditer(text):
-        candidate = match.group(1)
-        # URL query strings are not part of a DOI found in a link ("...?af=R").
-        if "?" in candidate and ("=" in candidate.split("?", 1)[1] or candidate.endswith("?")):
-            candidate = candidate.split("?", 1)[0]
+        candidate = _drop_url_tail(match.group(1), _in_url(text, match.start()))
         cleaned = clean_doi(candidate)
         if cleaned is None:
             continue
@@ -91,6 +102,28 @@ def find_dois(text: str | None) -> list[str]:
             keys.add(key)
             found.append(cleaned)
     return found
+
+
+def _in_url(text: str, start: int) -> bool:
+    """Whether the DOI found at ``start`` sits inside a URL ("https://host/doi/10...")."""
+    token = re.split(r"[\s\"'<>(]", text[max(0, start - 2000) : start])[-1]
+    # A relative link ("/doi/abs/10.1002/anie.201909614?af=R") is a URL path too.
+    return "://" in token or token.lower().startswith(("/", "doi.org/", "www.", "dx.doi.org/"))
+
+
+# bioRxiv/medRxiv page URLs append the version to the DOI: ".../10.1101/2023.12.16.571984v1".
+_PREPRINT_VERSION = re.compile(r"^(10\.1101/\d{4}\.\d{2}\.\d{2}\.\d+)v\d+$")
+
+
+def _drop_url_tail(candidate: str, in_url: bool) -> str:
+    """Cut what a link adds after a DOI: a query string ("?af=R"), a fragment, a version."""
+    if in_url:
+        candidate = re.split(r"[?#]", candidate, maxsplit=1)[0]
+        candidate = _PREPRINT_VERSION.sub(r"\1", candidate)
+    elif "?" in candidate and ("=" in candidate.split("?", 1)[1] or candidate.endswith("?")):
+        # A DOI quoted in prose with a query string still came from a link.
+        candidate = candidate.split("?", 1)[0]
+    return candidate
 
 
 _PMID = re.compile(r"^(?:pmid\s*:?\s*|pubmed\s*:\s*)?(\d{1,9})$", re.IGNORECASE)
@@ -174,7 +207,9 @@ def _collect_text(el: lxml.html.HtmlElement, parts: list[str]) -> None:
         parts.append(el.tail)
 
 
-_NON_WORD = re.compile(r"[^0-9a-z]+")
+# Letters of every script count (after accents are removed): a Greek letter tells "TNF-α" from
+# "TNF-β", and a Cyrillic or CJK title still gets a key instead of an empty one.
+_NON_WORD = re.compile(r"[\W_]+")
 #: Titles shorter than this (after normalising) are too generic to identify a paper.
 MIN_FINGERPRINT = 24
 

@@ -19,7 +19,10 @@ EXPORT_CHUNK = 500
 def papers_query(
     *, since: datetime | None = None, topic: str | None = None, source: str | None = None
 ) -> Select[tuple[PaperRow]]:
-    """Papers first seen at or after ``since``, tagged ``topic``, seen at ``source`` (all optional)."""
+    """Papers first seen at or after ``since``, tagged ``topic``, seen at ``source``.
+
+    Every filter is optional.
+    """
     stmt = select(PaperRow)
     if since is not None:
         stmt = stmt.where(PaperRow.first_seen >= since)
@@ -34,12 +37,20 @@ def papers_query(
     return stmt.order_by(PaperRow.first_seen, PaperRow.id)
 
 
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    # One IN list per chunk: ``papers list --limit 100000`` must not exceed SQLite's limit on
+    # bound parameters (32766) or PostgreSQL's (65535).
+    for start in range(0, len(ids), EXPORT_CHUNK):
+        yield ids[start : start + EXPORT_CHUNK]
+
+
 def topics_of(session: Session, ids: Sequence[int]) -> dict[int, list[str]]:
+    """Each paper's topics, sorted by name."""
     out: dict[int, list[str]] = defaultdict(list)
-    if ids:
+    for chunk in _chunks(ids):
         rows = session.execute(
             select(PaperTopic.paper_id, PaperTopic.topic)
-            .where(PaperTopic.paper_id.in_(ids))
+            .where(PaperTopic.paper_id.in_(chunk))
             .order_by(PaperTopic.topic)
         )
         for pid, topic in rows:
@@ -48,11 +59,12 @@ def topics_of(session: Session, ids: Sequence[int]) -> dict[int, list[str]]:
 
 
 def sightings_of(session: Session, ids: Sequence[int]) -> dict[int, list[Sighting]]:
+    """Each paper's sightings, oldest first."""
     out: dict[int, list[Sighting]] = defaultdict(list)
-    if ids:
+    for chunk in _chunks(ids):
         rows = session.scalars(
             select(Sighting)
-            .where(Sighting.paper_id.in_(ids))
+            .where(Sighting.paper_id.in_(chunk))
             .order_by(Sighting.seen_at, Sighting.id)
         )
         for s in rows:

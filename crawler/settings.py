@@ -2,7 +2,10 @@
 
 Layering (later wins): ``config/defaults.toml`` shipped with the package, the operator's file
 (``--config PATH`` or ``LITWATCH_CONFIG``), then ``LITWATCH_<SECTION>_<KEY>`` environment
-variables. Tables merge key by key; lists replace. Secrets are read from the environment only
+variables (``LITWATCH_EMAIL_SMTP_HOST`` for a nested table, ``LITWATCH_TOPICS_<NAME>_TERMS``
+for a defined topic, ``LITWATCH_SOURCES`` for the whole source list; list values as JSON).
+Any other ``LITWATCH_`` variable is an error, so a misspelt override is never silently
+ignored. Tables merge key by key; lists replace. Secrets are read from the environment only
 and never appear in :meth:`Settings.redacted`.
 """
 
@@ -34,11 +37,29 @@ from crawler import __version__
 CONFIG_ENV = "LITWATCH_CONFIG"
 #: Environment variables that are secrets or test hooks, never config keys.
 SECRET_ENV = ("LITWATCH_SMTP_PASSWORD", "NCBI_API_KEY", "LITWATCH_SECRET_KEY")
-RESERVED_ENV = {CONFIG_ENV, *SECRET_ENV, "LITWATCH_TEST_DATABASE_URL", "LITWATCH_UPDATE_GOLDEN"}
+RESERVED_ENV = {
+    CONFIG_ENV,
+    *SECRET_ENV,
+    "LITWATCH_TEST_DATABASE_URL",
+    "LITWATCH_UPDATE_GOLDEN",
+    "LITWATCH_CORPUS",
+}
 
 
 class ConfigError(Exception):
     """A configuration problem, already phrased as one line for the operator."""
+
+
+class _LocatedError(ValueError):
+    """A cross-field check failure that knows which key is at fault.
+
+    A model validator's errors carry no location of their own; pydantic keeps the raised
+    exception in the error's ``ctx``, so :func:`load_settings` can name the key.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -200,6 +221,18 @@ class TopicSettings(_Section):
     terms: list[str] = []
     mesh: list[str] = []
 
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, v: list[str]) -> list[str]:
+        # An empty term (or a bare "*") would match every paper.
+        for term in v:
+            stem = term.strip().removesuffix("*")
+            if not stem.strip(" -"):
+                raise ValueError(f"empty term {term!r}")
+            if "*" in stem:
+                raise ValueError(f"{term!r}: '*' is allowed only at the end of a term")
+        return v
+
 
 _SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -255,13 +288,17 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> Settings:
         seen: set[str] = set()
-        for src in self.sources:
+        for i, src in enumerate(self.sources):
             if src.id in seen:
-                raise ValueError(f"duplicate source id {src.id!r}")
+                raise _LocatedError(f"duplicate source id {src.id!r}", ("sources", i, "id"))
             seen.add(src.id)
             for topic in src.topics or []:
                 if topic not in self.topics:
-                    raise ValueError(f"source {src.id!r}: unknown topic {topic!r}")
+                    known = ", ".join(self.topics) or "none"
+                    raise _LocatedError(
+                        f"source {src.id!r}: unknown topic {topic!r} (known: {known})",
+                        ("sources", i, "topics"),
+                    )
         return self
 
     # Secrets come from the environment only, read when needed, never stored on the object.
@@ -287,15 +324,35 @@ class Settings(_Section):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, with secrets masked."""
         data = self.model_dump(mode="json", by_alias=True)
-        data["database"]["url"] = _mask_url(data["database"]["url"])
+        # Any URL may carry credentials (the database URL usually does), and a secret's value
+        # must not leak even where an operator pasted it into an ordinary key.
+        secrets = [v for v in (os.environ.get(n) for n in SECRET_ENV) if v]
+        data = _scrub(data, secrets)
         data["secrets"] = {
             name: ("set (hidden)" if os.environ.get(name) else "not set") for name in SECRET_ENV
         }
         return data
 
 
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        value = _mask_url(value)
+        for secret in secrets:
+            value = value.replace(secret, "***")
+    return value
+
+
 def _mask_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """Hide the password of ``scheme://user:password@host`` and of ``?password=``.
+
+    The password ends at the last "@" (SQLAlchemy accepts a raw "/" or "@" in it).
+    """
+    url = re.sub(r"(://[^:/@?#\s]*):\S*@(?=[^@\s]*$)", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -316,7 +373,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {' '.join(str(exc).split())}"
+        ) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 only; tomllib does not wrap this one
+        raise ConfigError(
+            f"config file {path} is not valid TOML: not UTF-8 (byte {exc.start})"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
@@ -355,19 +418,29 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
+def _topic_env_paths(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """``LITWATCH_TOPICS_<NAME>_<KEY>`` for the topics defined so far (JSON lists as values)."""
+    out: dict[str, tuple[str, ...]] = {}
+    topics = data.get("topics")
+    for name in topics if isinstance(topics, dict) else {}:
+        env_name = re.sub(r"[^A-Za-z0-9]", "_", str(name)).upper()
+        for key in TopicSettings.model_fields:
+            out[f"LITWATCH_TOPICS_{env_name}_{key.upper()}"] = ("topics", name, key)
+    return out
+
+
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
-    known = _env_paths(Settings)
-    sections = {p[0].upper() for p in known.values()}
+    # Sections' keys, the topics already defined, and LITWATCH_SOURCES (a JSON list that
+    # replaces the sources, as a list in the file would).
+    known = _env_paths(Settings) | _topic_env_paths(data) | {"LITWATCH_SOURCES": ("sources",)}
     used: set[str] = set()
     for name, raw in sorted(environ.items()):
         if not name.startswith("LITWATCH_") or name in RESERVED_ENV:
             continue
         path = known.get(name)
         if path is None:
-            section = name[len("LITWATCH_") :].split("_", 1)[0]
-            if section in sections:
-                raise ConfigError(f"unknown configuration key in environment variable {name}")
-            continue
+            # A misspelt override silently ignored would leave the operator guessing.
+            raise ConfigError(f"unknown configuration key in environment variable {name}")
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -415,8 +488,13 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
+        located = (err.get("ctx") or {}).get("error")
+        if isinstance(located, _LocatedError):
+            loc = (*loc, *located.loc)
         where = _where(loc, user, user_path, env_used)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        # One line whatever the validator said: the CLI prints it as the whole diagnosis.
+        msg = " ".join(msg.split())
         raise ConfigError(f"config error in {where}: {_loc_text(loc)}: {msg}") from None

@@ -155,6 +155,20 @@ def _compatible(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(not (a.get(k) and b.get(k) and a[k] != b[k]) for k in KEYS)
 
 
+def _same_paper(primary: dict[str, Any], other: dict[str, Any], rec: dict[str, Any]) -> bool:
+    """Whether ``other``, also matched by ``rec``, is the same paper as ``primary``.
+
+    An identifier ``rec`` shares with ``other`` is proof enough (print and online years may
+    differ). A bare title match is not: a record without a year matches every stored paper
+    of that title, and papers of different years must not be folded together through it.
+    """
+    if not (_compatible(primary, other) and _compatible(other, rec)):
+        return False
+    if any(rec.get(k) and other.get(k) == rec[k] for k in KEYS):
+        return True
+    return _title_compatible(primary, other)
+
+
 def upsert(engine: Engine, items: Sequence[Paper], *, now: datetime | None = None) -> UpsertResult:
     """Store a batch of items in one transaction; see the module docstring."""
     if not items:
@@ -207,7 +221,7 @@ def _upsert_locked(
         primary = found[0]
         index.remove(primary)
         for other in found[1:]:
-            if _compatible(primary, other) and _compatible(other, rec):
+            if _same_paper(primary, other, rec):
                 index.remove(other)
                 _absorb(session, primary, other, result)
         if not _compatible(primary, rec):  # identifiers disagree: keep the stored ones

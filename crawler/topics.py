@@ -8,19 +8,33 @@ ending) matched over title, abstract and keywords, and ``mesh`` headings matched
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from crawler.settings import TopicSettings
 
+# Typing "Graves' disease" in the config should match the typographic apostrophe of a title
+# ("Graves’ disease") and the possessive-less spelling ("Graves disease") alike.
+_APOSTROPHE = "['\u2019\u02bc]?"
+
 
 def term_pattern(term: str) -> str:
     """Regex for one configured term: word-bounded, spaces and hyphens interchangeable."""
     wildcard = term.endswith("*")
-    words = re.split(r"[\s\-]+", term.rstrip("*").strip())
-    body = r"[\s\-]+".join(re.escape(w) for w in words if w)
+    words = re.split(r"[\s\-]+", _nfc(term).rstrip("*").strip())
+    body = r"[\s\-]+".join(_word_pattern(w) for w in words if w)
     tail = r"[\w\-]*" if wildcard else ""
     return rf"(?<!\w){body}{tail}(?!\w)"
+
+
+def _word_pattern(word: str) -> str:
+    return _APOSTROPHE.join(re.escape(part) for part in re.split(r"['\u2019\u02bc]", word))
+
+
+def _nfc(text: str) -> str:
+    # Feeds deliver "ö" composed or as "o" + combining diaeresis; compare one form.
+    return unicodedata.normalize("NFC", text)
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class TopicMatcher:
         keywords: Iterable[str] = (),
     ) -> list[str]:
         """Names of the topics this text matches, in configuration order."""
-        text = "\n".join(filter(None, [title, abstract, *keywords]))
+        text = _nfc("\n".join(filter(None, [title, abstract, *keywords])))
         mesh_keys = {m.casefold() for m in mesh}
         found = []
         for topic in self._topics:

@@ -33,9 +33,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise DatabaseError(f"invalid database URL {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, **kwargs)
-    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg 3 is what we ship
+        database = parsed.database
+        if database and database.startswith("~"):
+            # sqlite3 does not expand "~": "sqlite:///~/litwatch.db" would open "./~/...".
+            database = str(Path(database).expanduser())
+            parsed = parsed.set(database=database)
+        return _sqlite_engine(parsed.render_as_string(hide_password=False), database, **kwargs)
+    # psycopg 3 is the driver we ship; "postgres://" is the spelling Heroku and others print.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         return create_engine(parsed, pool_pre_ping=True, **kwargs)
     except Exception as exc:  # missing driver etc.
