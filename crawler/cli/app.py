@@ -47,6 +47,9 @@ class App:
                 self.__dict__["_engine"] = make_engine(self.settings.database.url)
             except DatabaseError as exc:
                 fail(str(exc), EXIT_USAGE)
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None:  # close pooled connections when the command ends
+                ctx.call_on_close(self.__dict__["_engine"].dispose)
         engine: Engine = self.__dict__["_engine"]
         if schema and not self.__dict__.get("_schema_ok"):
             try:
