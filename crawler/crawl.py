@@ -18,15 +18,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from crawler.db.engine import transaction
 from crawler.db.models import CrawlRun, FollowedLink, SourceState, utcnow
 from crawler.locks import NamedLock
 from crawler.settings import Settings, SourceSettings
-from spiders.base import LitwatchSpider, PollState, Sink
+from spiders.base import LitwatchSpider, PollReport, PollState, Sink
 
 log = logging.getLogger("litwatch.crawl")
 
@@ -65,6 +69,9 @@ class SourceResult:
 
 
 def scrapy_settings(config: Settings) -> dict[str, Any]:
+    """The Scrapy settings of a crawl, from litwatch's validated configuration."""
+    from spiders.pubmed import ncbi_delay
+
     crawl = config.crawl
     return {
         "BOT_NAME": "litwatch",
@@ -79,6 +86,7 @@ def scrapy_settings(config: Settings) -> dict[str, Any]:
         "DOWNLOAD_MAXSIZE": 64 * 1024 * 1024,
         "RETRY_TIMES": crawl.retries,
         "LITWATCH_BACKOFF_BASE": crawl.backoff_base,
+        "LITWATCH_NCBI_DELAY": ncbi_delay(config.ncbi_api_key),
         "DOWNLOADER_MIDDLEWARES": {
             "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
             "crawler.middleware.BackoffRetryMiddleware": 550,
@@ -95,14 +103,24 @@ def scrapy_settings(config: Settings) -> dict[str, Any]:
     }
 
 
-def load_state(engine: Engine, source: SourceSettings) -> PollState:
+def load_followed(engine: Engine) -> set[str]:
+    """Every story already followed, by any source.
+
+    Not only one source's: ScienceDaily lists one story in several topic feeds, and a story
+    is followed once, whichever feed showed it.
+    """
+    with transaction(engine) as session:
+        return set(session.scalars(select(FollowedLink.url)))
+
+
+def load_state(engine: Engine, source: SourceSettings, followed: set[str]) -> PollState:
+    """What the database remembers about ``source`` (empty when its kind changed).
+
+    ``followed`` is one set shared by the crawl's ScienceDaily spiders: a story one of them
+    follows is skipped by the others in the same crawl too.
+    """
     with transaction(engine) as session:
         row = session.get(SourceState, source.id)
-        followed: frozenset[str] = frozenset()
-        if source.kind == "sciencedaily":
-            followed = frozenset(
-                session.scalars(select(FollowedLink.url).where(FollowedLink.source_id == source.id))
-            )
         if row is None or row.kind != source.kind:
             return PollState(followed=followed)
         return PollState(row.etag, row.last_modified, row.cursor, followed)
@@ -154,62 +172,95 @@ def _open_run(engine: Engine, source: SourceSettings, trigger: str) -> int:
         return run.id
 
 
-def _close_run(engine: Engine, run_id: int, spider: LitwatchSpider, result: SourceResult) -> None:
+def _close_run(
+    engine: Engine,
+    run_id: int,
+    source: SourceSettings,
+    report: PollReport | None,
+    result: SourceResult,
+) -> None:
+    """Save what the poll learned (only after its items were stored) and close its run row.
+
+    ``report`` is None when the spider never started: the run is closed as failed.
+    """
     now = utcnow()
-    report = spider.report
     with transaction(engine) as session:
-        state = session.get(SourceState, spider.source.id)
+        state = session.get(SourceState, source.id)
         assert state is not None
         state.runs += 1
         state.items_seen += result.items
         state.items_new += result.new
         state.items_skipped += result.skipped
-        if result.status == "ok":
+        if result.status == "ok" and report is not None:
             state.last_success = now
             state.consecutive_failures = 0
             state.last_error = None
-            if report.etag or report.last_modified:
-                state.etag, state.last_modified = report.etag, report.last_modified
-            if report.cursor is not None:
-                state.cursor = report.cursor
+            _save_poll_state(state, report)
         else:
             state.consecutive_failures += 1
             state.last_error = result.error
-        for url, dois in report.followed:
-            if session.get(FollowedLink, url) is None:
-                session.add(
-                    FollowedLink(url=url, source_id=spider.source.id, fetched_at=now, dois=dois)
-                )
+        if report is not None and not report.store_failed:
+            # Stories are followed once, ever, even when another part of the poll failed:
+            # their items are stored by now.
+            _record_followed(session, source.id, report.followed, now)
         run = session.get(CrawlRun, run_id)
         assert run is not None
-        for name in (
-            "requests",
-            "not_modified",
-            "items",
-            "new",
-            "merged",
-            "skipped",
-            "errors",
-            "error",
-        ):
+        for name in _RUN_FIELDS:
             setattr(run, name, getattr(result, name))
         run.status = result.status
         run.finished_at = now
 
 
+def _record_followed(
+    session: Session, source_id: str, followed: list[tuple[str, int]], now: datetime
+) -> None:
+    """Remember followed stories; one another crawl recorded meanwhile is left as it is.
+
+    INSERT ... ON CONFLICT DO NOTHING rather than read-then-insert: two crawls of feeds that
+    list the same story (the daemon runs sources in parallel) would otherwise collide on the
+    primary key and lose the whole run record.
+    """
+    rows = [
+        {"url": url, "source_id": source_id, "fetched_at": now, "dois": dois}
+        for url, dois in dict(followed).items()
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(FollowedLink).values(rows).on_conflict_do_nothing())
+
+
+_RUN_FIELDS = ("requests", "not_modified", "items", "new", "merged", "skipped", "errors", "error")
+
+
+def _save_poll_state(state: SourceState, report: PollReport) -> None:
+    if report.validators_seen:
+        # Replace both, even with None: validators the server stopped sending are stale.
+        state.etag, state.last_modified = report.etag, report.last_modified
+    if report.cursor is not None:
+        state.cursor = report.cursor
+
+
 def _result(
     spider: LitwatchSpider, stats: dict[str, Any], reason: str | None, seconds: float
 ) -> SourceResult:
+    """One row of the final table from what the spider reported and Scrapy counted."""
     report = spider.report
     failures = list(report.failures)
+    requests = int(stats.get("downloader/request_count", 0))
     if reason not in (None, "finished"):
         failures.append(f"crawl stopped early ({reason})")
+    elif requests == 0 and not failures:
+        # Every poll makes at least one request; Scrapy only logs an exception raised before
+        # the first one (in ``start``), which must not pass for "nothing new".
+        failures.append("no request was made (an error before the first request; see the log)")
     errors = len(failures)
     return SourceResult(
         source_id=spider.source.id,
         kind=spider.source.kind,
         status="failed" if failures else "ok",
-        requests=int(stats.get("downloader/request_count", 0)),
+        requests=requests,
         not_modified=report.not_modified,
         items=report.items,
         new=report.new,
@@ -223,6 +274,8 @@ def _result(
 
 
 ProgressHook = Callable[[list[LitwatchSpider]], None]
+#: A source to crawl, its stored poll state and its ``crawl_runs`` id (None in a dry run).
+Runnable = tuple[SourceSettings, PollState, int | None]
 
 
 def run_crawl(
@@ -237,50 +290,101 @@ def run_crawl(
     """Crawl ``sources`` once. ``engine`` None (with ``out``) is a dry run: no database at all."""
     from scrapy.crawler import CrawlerProcess
 
-    dry = engine is None
+    if engine is None:
+        claimed: set[str] = set()
+        dry: list[Runnable] = [(s, PollState(followed=claimed), None) for s in sources]
+        return _run_process(CrawlerProcess, config, None, dry, out, progress)
     results: list[SourceResult] = []
+    lock_engine = _lock_engine(engine)
     locks: list[NamedLock] = []
-    runnable: list[tuple[SourceSettings, PollState, int | None]] = []
     try:
-        for source in sources:
-            if not dry:
-                assert engine is not None
-                lock = NamedLock(engine, f"crawl:{source.id}")
-                if not lock.acquire():
-                    log.info("event=crawl.busy source=%s", source.id)
-                    results.append(
-                        SourceResult(
-                            source.id,
-                            source.kind,
-                            status="busy",
-                            error="already being crawled by another process",
-                        )
-                    )
-                    continue
-                locks.append(lock)
-                runnable.append(
-                    (source, load_state(engine, source), _open_run(engine, source, trigger))
-                )
-            else:
-                runnable.append((source, PollState(), None))
-        if any(s.kind == "pubmed" for s, _, _ in runnable) and engine is not None:
-            # NCBI's rate limit is per client, not per source: one E-utilities crawl at a time.
-            ncbi = NamedLock(engine, NCBI_LOCK)
-            ncbi.acquire(blocking=True, timeout=config.daemon.crawl_timeout.total_seconds())
-            locks.append(ncbi)
+        chosen = _lock_sources(lock_engine, sources, locks, results)
+        chosen = _lock_ncbi(lock_engine, config, chosen, locks, results)
+        followed = load_followed(engine) if any(s.kind == "sciencedaily" for s in chosen) else set()
+        runnable: list[Runnable] = [
+            (source, load_state(engine, source, followed), _open_run(engine, source, trigger))
+            for source in chosen
+        ]
         results.extend(_run_process(CrawlerProcess, config, engine, runnable, out, progress))
     finally:
         for lock in locks:
             lock.release()
+        if lock_engine is not engine:
+            lock_engine.dispose()
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(results, key=lambda r: order.get(r.source_id, 0))
+
+
+def _lock_engine(engine: Engine) -> Engine:
+    """The engine that holds the locks.
+
+    A PostgreSQL advisory lock lives on its own connection for the whole crawl. Taken from
+    the main pool, one per source, the default 15 sources (plus the E-utilities lock) would
+    use up the pool's 15 connections and the crawl would hang waiting for one to store items.
+    Lock connections therefore come from a separate engine without a pool limit.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine  # SQLite locks are files: no connection held
+    return create_engine(engine.url, poolclass=NullPool)
+
+
+def _busy(source: SourceSettings, why: str) -> SourceResult:
+    log.info("event=crawl.busy source=%s why=%r", source.id, why)
+    return SourceResult(source.id, source.kind, status="busy", error=why)
+
+
+def _lock_sources(
+    engine: Engine,
+    sources: list[SourceSettings],
+    locks: list[NamedLock],
+    results: list[SourceResult],
+) -> list[SourceSettings]:
+    """Lock each source (one crawl per source); a busy one gets a "busy" result instead."""
+    chosen = []
+    for source in sources:
+        lock = NamedLock(engine, f"crawl:{source.id}")
+        if lock.acquire():
+            locks.append(lock)
+            chosen.append(source)
+        else:
+            results.append(_busy(source, "already being crawled by another process"))
+    return chosen
+
+
+def _lock_ncbi(
+    engine: Engine,
+    config: Settings,
+    chosen: list[SourceSettings],
+    locks: list[NamedLock],
+    results: list[SourceResult],
+) -> list[SourceSettings]:
+    """Wait for the E-utilities lock when PubMed sources are to run.
+
+    NCBI's rate limit is per client, not per source: one E-utilities crawl at a time. When
+    another crawl holds it past the crawl timeout, the PubMed sources are reported busy (and
+    their source locks given back) rather than crawled in parallel.
+    """
+    if not any(s.kind == "pubmed" for s in chosen):
+        return chosen
+    ncbi = NamedLock(engine, NCBI_LOCK)
+    wait = config.daemon.crawl_timeout.total_seconds()
+    if ncbi.acquire(blocking=True, timeout=wait):
+        locks.append(ncbi)
+        return chosen
+    for source in chosen:
+        if source.kind == "pubmed":
+            results.append(_busy(source, f"E-utilities busy with another crawl for {wait:.0f}s"))
+            for lock in [lk for lk in locks if lk.name == f"crawl:{source.id}"]:
+                lock.release()
+                locks.remove(lock)
+    return [s for s in chosen if s.kind != "pubmed"]
 
 
 def _run_process(
     process_cls: Any,
     config: Settings,
     engine: Engine | None,
-    runnable: list[tuple[SourceSettings, PollState, int | None]],
+    runnable: list[Runnable],
     out: IO[str] | None,
     progress: ProgressHook | None,
 ) -> list[SourceResult]:
@@ -313,18 +417,15 @@ def _run_process(
     for (source, _state, run_id), crawler in zip(runnable, crawlers, strict=True):
         spider = crawler.spider
         if spider is None:
-            results.append(
-                SourceResult(
-                    source.id, source.kind, status="failed", errors=1, error="spider did not start"
-                )
+            result = SourceResult(
+                source.id, source.kind, status="failed", errors=1, error="spider did not start"
             )
-            continue
-        seconds = finished.get(source.id, time.monotonic()) - started.get(
-            source.id, time.monotonic()
-        )
-        result = _result(spider, crawler.stats.get_stats(), reasons.get(source.id), seconds)
+        else:
+            now = time.monotonic()
+            seconds = finished.get(source.id, now) - started.get(source.id, now)
+            result = _result(spider, crawler.stats.get_stats(), reasons.get(source.id), seconds)
         if engine is not None and run_id is not None:
-            _close_run(engine, run_id, spider, result)
+            _close_run(engine, run_id, source, spider.report if spider else None, result)
         results.append(result)
     return results
 

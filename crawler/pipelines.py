@@ -109,8 +109,10 @@ class StorePipeline(_SpiderPipeline):
         try:
             result = upsert(self.engine, batch)
         except SQLAlchemyError as exc:
+            report.store_failed = True
+            detail = getattr(exc, "orig", None) or exc
             self.spider.fail(
-                f"database error storing {len(batch)} items: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
+                f"database error storing {len(batch)} items: {type(exc).__name__}: {detail}"
             )
             return
         report.new += len(result.new_paper_ids)

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import scrapy
+from scrapy import exceptions as scrapy_exceptions
+from scrapy import signals
+from scrapy.crawler import Crawler
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.spidermiddlewares.httperror import HttpError
 from sqlalchemy import Engine
@@ -29,8 +33,9 @@ class PollState:
     last_modified: str | None = None
     #: PubMed: end of the last fully crawled entry-date window.
     cursor: datetime | None = None
-    #: ScienceDaily: story URLs already followed (each is fetched once, ever).
-    followed: frozenset[str] = frozenset()
+    #: ScienceDaily: story URLs already followed (each is fetched once, ever). One set shared
+    #: by every spider of a crawl; a spider adds the stories it is about to fetch.
+    followed: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -47,10 +52,16 @@ class PollReport:
     stored: int = 0
     new: int = 0
     merged: int = 0
+    #: True when a full answer was read and its validators (possibly none) replace the stored
+    #: ones; a 304, or a feed read only in part, leaves the stored validators alone.
+    validators_seen: bool = False
     etag: str | None = None
     last_modified: str | None = None
     cursor: datetime | None = None
     followed: list[tuple[str, int]] = field(default_factory=list)
+    #: Set when a batch could not be stored: nothing this poll learned may then be saved as
+    #: done (a story marked followed whose paper was never stored would be lost for good).
+    store_failed: bool = False
 
 
 @dataclass
@@ -85,6 +96,29 @@ class LitwatchSpider(scrapy.Spider):
         self.state = state
         self.report = PollReport()
 
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        """Build the spider and make unexpected errors count as failures of its source.
+
+        Scrapy logs an exception raised in a callback or a pipeline and carries on, so
+        without these hooks a parser bug would pass for a successful poll with nothing new.
+        """
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.on_spider_error, signal=signals.spider_error)
+        crawler.signals.connect(spider.on_item_error, signal=signals.item_error)
+        return spider
+
+    def on_spider_error(self, failure: Failure, response: Response, spider: Any) -> None:
+        """Signal handler: an exception escaped one of our callbacks."""
+        self.fail(f"unexpected error reading {response.url}: {_exception_line(failure)}")
+
+    def on_item_error(
+        self, item: Any, response: Response | None, spider: Any, failure: Failure
+    ) -> None:
+        """Signal handler: a pipeline raised while processing an item."""
+        where = f" from {response.url}" if response is not None else ""
+        self.fail(f"unexpected error storing an item{where}: {_exception_line(failure)}")
+
     def fail(self, message: str) -> None:
         """Record a failure of this source (the crawl goes on with the other sources)."""
         self.report.failures.append(message)
@@ -100,8 +134,14 @@ class LitwatchSpider(scrapy.Spider):
         return headers
 
     def remember_validators(self, response: Response) -> None:
+        """Keep the answer's ETag / Last-Modified (or their absence) for the next poll.
+
+        Call only once the whole answer was read successfully: a saved validator turns the
+        next poll into a 304, so saving it for a broken answer would hide its items for good.
+        """
         etag = response.headers.get(b"ETag")
         modified = response.headers.get(b"Last-Modified")
+        self.report.validators_seen = True
         self.report.etag = etag.decode("latin-1") if etag else None
         self.report.last_modified = modified.decode("latin-1") if modified else None
 
@@ -110,20 +150,48 @@ class LitwatchSpider(scrapy.Spider):
         self.fail(describe_failure(failure))
 
 
+def _known(*classes: type[Exception] | None) -> tuple[type[Exception], ...]:
+    return tuple(c for c in classes if c is not None)
+
+
+# Scrapy 2.13 passed Twisted's exceptions through; later versions raise their own.
+_TIMEOUTS = _known(
+    getattr(scrapy_exceptions, "DownloadTimeoutError", None),
+    net_error.TimeoutError,
+    net_error.TCPTimedOutError,
+)
+_DNS_ERRORS = _known(
+    getattr(scrapy_exceptions, "CannotResolveHostError", None), net_error.DNSLookupError
+)
+_REFUSED = _known(
+    getattr(scrapy_exceptions, "DownloadConnectionRefusedError", None),
+    net_error.ConnectionRefusedError,
+)
+
+
+def _exception_line(failure: Failure) -> str:
+    name = failure.type.__name__ if failure.type else "error"
+    return f"{name}: {failure.getErrorMessage()}"
+
+
 def describe_failure(failure: Failure) -> str:
+    """One line saying why a request failed, naming its URL (for the table and the database)."""
     request = getattr(failure, "request", None)
     url = request.url if request is not None else "?"
     if failure.check(HttpError):
         response = failure.value.response  # type: ignore[union-attr]
-        return f"HTTP {response.status} from {response.url}"
-    if failure.check(net_error.TimeoutError, net_error.TCPTimedOutError):
+        retry_after = response.headers.get(b"Retry-After")
+        # A 429/503 given up on: the server's own wait says when polling may resume.
+        hint = f" (Retry-After: {retry_after.decode('latin-1')})" if retry_after else ""
+        return f"HTTP {response.status} from {response.url}{hint}"
+    if failure.check(*_TIMEOUTS):
         return f"timed out fetching {url}"
-    if failure.check(net_error.DNSLookupError):
+    if failure.check(*_DNS_ERRORS):
         return f"cannot resolve host of {url}"
-    if failure.check(net_error.ConnectionRefusedError):
+    if failure.check(*_REFUSED):
         return f"connection refused by {url}"
-    if failure.check(scrapy.exceptions.IgnoreRequest):
-        return (
-            f"request to {url} refused ({failure.getErrorMessage() or 'forbidden by robots.txt'})"
-        )
-    return f"{failure.type.__name__ if failure.type else 'error'} fetching {url}: {failure.getErrorMessage()}"
+    if failure.check(IgnoreRequest):
+        # RobotsTxtMiddleware is what ignores requests in our settings.
+        reason = failure.getErrorMessage() or "forbidden by robots.txt"
+        return f"{url}: {reason[0].lower()}{reason[1:]}"
+    return f"{_exception_line(failure)} fetching {url}"

@@ -2,6 +2,9 @@
 
 Quirks live in spiders/feed_parse.py (where each publisher hides its DOI). The request is
 conditional (If-None-Match / If-Modified-Since): a 304 is a successful poll with nothing new.
+A feed that parsed only with problems (feedparser's "bozo": cut short, undefined entities)
+keeps the entries it yielded, but its validators are not saved: the next poll fetches it in
+full instead of being told "not modified" about a copy that was never read completely.
 """
 
 from __future__ import annotations
@@ -45,5 +48,6 @@ class FeedSpider(LitwatchSpider):
             self.fail(f"{response.url}: {exc}")
             return
         self.report.warnings.extend(result.warnings)
-        self.remember_validators(response)
+        if not result.warnings:
+            self.remember_validators(response)
         yield from result.papers

@@ -2,8 +2,9 @@
 
 Quirks: feed items link to the story on sciencedaily.com, never to the paper; the paper is
 named in the story's ``div#journal_references`` (parsing in spiders/sciencedaily_parse.py).
-A story is followed once, ever: the runner passes the stories already followed and records
-the new ones after their items were stored.
+A story is followed once, ever, by whichever feed lists it first: the runner passes the
+stories already followed (a set shared by the crawl's spiders) and records the new ones after
+their items were stored.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from scrapy.http import Response
 
 from crawler.items import Paper
 from crawler.topics import TopicMatcher
+from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
 from spiders.sciencedaily_parse import (
     NewsFeedError,
@@ -51,6 +53,7 @@ class ScienceDailySpider(LitwatchSpider):
         return bool(self.matcher.classify(item.title, item.summary))
 
     def parse_news(self, response: Response) -> Iterator[scrapy.Request]:
+        """Read the feed and follow the relevant stories not followed before."""
         if response.status == 304:
             self.report.not_modified += 1
             return
@@ -59,26 +62,43 @@ class ScienceDailySpider(LitwatchSpider):
         except NewsFeedError as exc:
             self.fail(f"{response.url}: {exc}")
             return
-        self.remember_validators(response)
-        budget = self.config.crawl.max_story_follows
-        for story in stories:
-            if story.url in self.state.followed:
-                continue
-            if not self.relevant(story):
-                self.report.skipped += 1
-                continue
-            if budget <= 0:
-                self.report.warnings.append(
-                    "story follow limit reached; the rest wait for the next poll"
-                )
-                break
-            budget -= 1
+        except UnsafeXMLError as exc:  # entity declarations: a billion-laughs or XXE attempt
+            self.fail(f"{response.url}: XML entity declarations are not allowed ({exc})")
+            return
+        chosen, complete = self.choose(stories)
+        if complete:
+            # Stories left for the next poll (follow limit) must not meet a 304 there.
+            self.remember_validators(response)
+        for story in chosen:
             yield scrapy.Request(
                 story.url,
                 callback=self.parse_story_page,
                 errback=self.on_error,
                 cb_kwargs={"story": story},
             )
+
+    def choose(self, stories: list[NewsItem]) -> tuple[list[NewsItem], bool]:
+        """The stories to follow now, and whether that is every story still to follow.
+
+        Each chosen story is claimed in the shared ``followed`` set at once, so that another
+        feed of this crawl (or a repeat in this one) does not fetch it too.
+        """
+        budget = self.config.crawl.max_story_follows
+        chosen: list[NewsItem] = []
+        for story in stories:
+            if story.url in self.state.followed:
+                continue
+            if not self.relevant(story):
+                self.report.skipped += 1
+                continue
+            if len(chosen) >= budget:
+                self.report.warnings.append(
+                    "story follow limit reached; the rest wait for the next poll"
+                )
+                return chosen, False
+            self.state.followed.add(story.url)
+            chosen.append(story)
+        return chosen, True
 
     def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper]:
         try:

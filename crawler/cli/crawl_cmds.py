@@ -126,7 +126,11 @@ def crawl(
     with ExitStack() as stack:
         hook = None
         if show:
-            live = stack.enter_context(Live(_live_table([]), console=app.err, refresh_per_second=4))
+            # Transient: the live view is replaced by the final table, not left above it
+            # with whatever counts its last refresh happened to show.
+            live = stack.enter_context(
+                Live(_live_table([]), console=app.err, refresh_per_second=4, transient=True)
+            )
             hook = lambda spiders: live.update(_live_table(spiders))  # noqa: E731
         results = run_crawl(app.settings, engine, sources, out=out, trigger=trigger, progress=hook)
     console = app.err if out is sys.stdout else app.out

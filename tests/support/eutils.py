@@ -19,6 +19,7 @@ make ESearch's 10,000 cap bite with counts that depend on the date range.
 Example::
 
     eutils = FakeEutils(RecordList(load_records(SAMPLE, edat=date.today())))
+    # or, for a benchmark: FakeEutils(SyntheticRecords.spread(100_000, monday, sunday))
     base_url = eutils.install(http_server)      # "[pubmed] base_url" / a source's base_url
     ...
     assert eutils.esearch_requests[0].arg("datetype") == "edat"
@@ -124,6 +125,24 @@ class SyntheticRecords:
 
     per_day: Callable[[date], int] | int
     title: str = "Fibromyalgia synthetic cohort"
+
+    @classmethod
+    def spread(
+        cls, total: int, first: date, last: date, title: str = "Fibromyalgia synthetic cohort"
+    ) -> SyntheticRecords:
+        """``total`` records spread as evenly as possible over the days ``first..last``.
+
+        What a benchmark wants: "N distinct articles entered PubMed this week".
+        """
+        days = (last - first).days + 1
+        base, extra = divmod(total, days)
+
+        def per_day(day: date) -> int:
+            if not first <= day <= last:
+                return 0
+            return base + (1 if (day - first).days < extra else 0)
+
+        return cls(per_day, title)
 
     def _day_count(self, day: date) -> int:
         return self.per_day(day) if callable(self.per_day) else self.per_day
