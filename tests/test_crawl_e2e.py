@@ -40,11 +40,11 @@ from spiders.feed import FeedSpider
 from spiders.feed_parse import FeedError, parse_feed
 from spiders.pubmed_xml import efetch_url, esearch_url, iter_efetch, parse_esearch
 from tests.support import REPO_ROOT
+from tests.support.corpus import CORPUS
 from tests.support.eutils import FakeEutils, RecordList, SyntheticRecords, load_records
 from tests.support.httpserver import LocalHTTPServer, Response
 
 FIXTURES = Path(__file__).parent / "fixtures" / "crawl"
-CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 SAMPLE = CORPUS / "pubmed" / "pubmedsample18n0001_177articles.xml.gz"
 CONTACT = "crawl-tests@example.org"
 RSS = "application/rss+xml"

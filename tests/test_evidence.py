@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import lxml.etree
 import pytest
 
 from digests.evidence import Tier, badges, strength
+from tests.support.corpus import CORPUS
 
-NLM_SAMPLE = Path("/work/shared/corpus/pubmed/pubmedsample18n0001_177articles.xml.gz")
+NLM_SAMPLE = CORPUS / "pubmed" / "pubmedsample18n0001_177articles.xml.gz"
 
 
 def keys(*types: str, title: str | None = None, doi: str | None = None, kinds=()) -> list[str]:

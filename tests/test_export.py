@@ -7,7 +7,6 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ from crawler.export import (
     write_records,
     write_ris,
 )
-
-CORPUS = Path("/work/shared/corpus")
+from tests.support.corpus import CORPUS
 
 HOSTILE_TITLE = '=SUM(A1:A9), a "quoted" {IL-6} & 50% rise\nat <5 pg/mL: $x_1$ #2 ~ ^ \\ done'
 HOSTILE_ABSTRACT = "First line.\r\nER  - \nTY  - BOOK\nTI  - forged record\u2028after\x85end"

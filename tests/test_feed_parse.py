@@ -7,7 +7,6 @@ skip when /work/shared/corpus (or $LITWATCH_CORPUS) is absent.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import tracemalloc
@@ -18,12 +17,10 @@ import pytest
 
 from crawler.items import Paper
 from spiders.feed_parse import FeedError, FeedResult, parse_feed
+from tests.support.corpus import CORPUS
 from tests.support.httpserver import LocalHTTPServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
-CORPUS = Path(
-    os.environ.get("LITWATCH_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
-)
 SOURCE = "feed-test"
 WILEY_BASE = "https://onlinelibrary.wiley.com/journal/15213773?af=R"
 

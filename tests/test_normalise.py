@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,7 @@ from crawler.normalise import (
     squash,
     title_fingerprint,
 )
-
-CORPUS = Path("/work/shared/corpus")
+from tests.support.corpus import CORPUS
 
 JCI = "10.1172/jci144201"
 LANCET = "10.1016/s0140-6736(20)30183-5"

@@ -27,8 +27,9 @@ from spiders.pubmed_xml import (
     medline_date,
     parse_esearch,
 )
+from tests.support.corpus import CORPUS as SHARED_CORPUS
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pubmed"
+CORPUS = SHARED_CORPUS / "pubmed"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pubmed"
 SAMPLE = "pubmedsample18n0001_177articles.xml.gz"
 BASE = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"

@@ -6,7 +6,6 @@ are hand-written fixtures in tests/fixtures/sciencedaily/, shaped like real stor
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -22,11 +21,9 @@ from spiders.sciencedaily_parse import (
     parse_story,
     story_summary,
 )
+from tests.support.corpus import CORPUS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sciencedaily"
-CORPUS = Path(
-    os.environ.get("LITWATCH_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
-)
 EARLY = "sciencedaily/sciencedaily_all_2020-02-10T0643EST.xml"
 LATE = "sciencedaily/sciencedaily_all_2020-02-10T1103EST.xml"
 FEED_URL = "https://www.sciencedaily.com/rss/health_medicine/fibromyalgia.xml"
