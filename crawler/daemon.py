@@ -3,12 +3,16 @@
 - APScheduler 3 (background scheduler, in-memory jobs built from the configuration at start).
   Crawls run as ``litwatch crawl ID`` subprocesses with a timeout (Scrapy's reactor cannot
   restart inside one process); the digest runs in-process on its cron, in its time zone.
+  Crawls and the digest have separate thread pools, so four long crawls never hold back
+  the digest.
 - One daemon per database (crawler.locks: an advisory lock on PostgreSQL, a lock file next to
   a SQLite database); ``--standby`` waits and takes over when the holder dies.
 - Restarts: a source polled within its interval is not polled again at once; a digest whose
   time passed while the daemon was down is sent once on return, within ``misfire_grace``.
 - SIGTERM / SIGINT: stop scheduling, let the digest stop between two messages, ask crawl
-  subprocesses to stop (Scrapy closes gracefully on SIGTERM), exit 0 within a bounded time.
+  subprocesses to stop (Scrapy closes gracefully on SIGTERM), exit 0 within a bounded time
+  (``child_grace``: the download timeout plus 10 s, at least 20 s, for crawls; the SMTP
+  timeout for a message in flight; 40 s with the shipped defaults).
 """
 
 from __future__ import annotations
@@ -21,60 +25,107 @@ import socket
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import CursorResult, Engine, update
 
 from crawler.daemon_lock import DAEMON_LOCK
 from crawler.db.engine import describe_url, transaction
-from crawler.db.models import Meta, SourceState, utcnow
+from crawler.db.models import CrawlRun, Meta, SourceState, utcnow
 from crawler.locks import NamedLock
-from crawler.schedule import crawl_trigger, digest_trigger, fire_times, first_crawl, missed_digest
+from crawler.schedule import crawl_trigger, digest_trigger, first_crawl, latest_fire, missed_digest
 from crawler.settings import Settings, SourceSettings
 from crawler.status import DAEMON_META_KEY
 
 log = logging.getLogger("litwatch.daemon")
 
 DIGEST_DONE_KEY = "digest.last_fire"
+DIGEST_JOB = "digest"
+MISSED_JOB = "digest:missed"
+#: Seconds between two heartbeats (the daemon record that ``litwatch status`` reads).
 HEARTBEAT = 15.0
-#: After SIGTERM, crawl subprocesses get this long to close before SIGKILL.
+#: After SIGTERM, crawl subprocesses get at least this long to close before SIGKILL ...
 CHILD_GRACE = 20.0
+#: ... and at least the download timeout plus this: Scrapy's graceful stop lets the requests
+#: in flight finish, and a crawl killed mid-run leaves its crawl_runs row "running".
+CHILD_GRACE_MARGIN = 10.0
+#: How long a start waits for the daemon lock before calling the database busy: a
+#: ``litwatch status`` probing the lock holds it for a moment.
+LOCK_PROBE_WAIT = 1.0
+#: How often a standby daemon tries the lock.
+STANDBY_POLL = 1.0
+CRAWL_WORKERS = 4
+_EXIT_RESULTS = {0: "ok", 1: "failed (see litwatch status)", 2: "configuration error"}
 
 
 class DaemonBusy(Exception):
     """Another daemon already holds this database."""
 
 
-def crawl_command(config_path: str | None, source_id: str) -> list[str]:
+def crawl_command(
+    config_path: str | None, source_id: str, log_level: str | None = None
+) -> list[str]:
+    """The ``litwatch crawl`` command line the daemon runs for one source."""
     cmd = [sys.executable, "-m", "crawler.cli"]
     if config_path:
         cmd += ["--config", config_path]
+    if log_level:
+        cmd += ["--log-level", log_level]
     return [*cmd, "crawl", source_id, "--trigger", "daemon", "--no-progress"]
 
 
 class Daemon:
-    def __init__(self, settings: Settings, engine: Engine, config_path: str | None) -> None:
+    """The scheduler, its jobs and the one-daemon lock of one database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        config_path: str | None,
+        *,
+        log_level: str | None = None,
+        digest: CronTrigger | None = None,
+    ) -> None:
+        """``digest`` replaces the configured digest trigger (end-to-end tests only)."""
         self.settings = settings
         self.engine = engine
         self.config_path = config_path
+        self.log_level = log_level
         self.stop = threading.Event()
         self.children: set[subprocess.Popen[bytes]] = set()
         self.children_lock = threading.Lock()
+        self.digest_lock = threading.Lock()  # one digest run at a time (regular or missed)
+        self.meta_lock = threading.Lock()
         self.lock = NamedLock(engine, DAEMON_LOCK)
         self.scheduler: BackgroundScheduler | None = None
         self.started_at = utcnow()
+        self.job_ids: list[str] = []
         self.results: dict[str, dict[str, Any]] = {}
-        self.digest = digest_trigger(settings.digest.cron, settings.digest.timezone)
+        self.digest = digest or digest_trigger(settings.digest.cron, settings.digest.timezone)
+        #: Extra services (the web pages) started once the lock is held, stopped with us.
+        self.services: list[Callable[[], threading.Thread]] = []
         self.extra_threads: list[threading.Thread] = []
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def install_signals(self) -> None:
+        """SIGTERM and SIGINT ask the daemon to stop (the main loop does the stopping)."""
+
         def handler(signum: int, _frame: FrameType | None) -> None:
             log.info("event=daemon.signal signal=%s", signal.Signals(signum).name)
             self.stop.set()
@@ -84,37 +135,45 @@ class Daemon:
 
     def acquire(self, *, standby: bool) -> bool:
         """Take the one-daemon lock; with ``standby`` wait for it. False: stopped while waiting."""
-        if self.lock.acquire():
+        if self.lock.acquire(blocking=True, timeout=LOCK_PROBE_WAIT):
             return True
         if not standby:
             raise DaemonBusy(self._holder_message())
         log.info(
-            "event=daemon.standby database=%s %s", describe_url(self.engine), self._holder_message()
+            "event=daemon.standby database=%s holder=%r",
+            describe_url(self.engine),
+            self._holder_message(),
         )
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(STANDBY_POLL):
             if self.lock.acquire():
-                log.info("event=daemon.takeover")
+                log.info("event=daemon.takeover pid=%s", os.getpid())
                 return True
         return False
 
     def _holder_message(self) -> str:
         info = read_daemon_meta(self.engine)
+        # A record saying "not running" belongs to an earlier daemon, not to the holder.
         where = (
             f" (pid {info.get('pid')} on {info.get('host')}, since {info.get('started_at')})"
-            if info
+            if info.get("running")
             else ""
         )
         return f"another litwatch daemon is running against {describe_url(self.engine)}{where}"
 
     def run(self, *, standby: bool = False) -> int:
+        """Run until SIGTERM/SIGINT; return the exit status (0)."""
         self.install_signals()
         if not self.acquire(standby=standby):
             return 0
         try:
             self.started_at = utcnow()
             self._start_scheduler()
+            self.extra_threads = [start() for start in self.services]
             log.info(
-                "event=daemon.started pid=%s database=%s", os.getpid(), describe_url(self.engine)
+                "event=daemon.started pid=%s host=%s database=%s",
+                os.getpid(),
+                socket.gethostname(),
+                describe_url(self.engine),
             )
             self.heartbeat()
             while not self.stop.wait(HEARTBEAT):
@@ -126,134 +185,215 @@ class Daemon:
     def _start_scheduler(self) -> None:
         sched = BackgroundScheduler(
             timezone="UTC",
-            executors={"default": ThreadPoolExecutor(max_workers=4)},
-            job_defaults={"coalesce": True, "max_instances": 1},
+            executors={
+                "default": ThreadPoolExecutor(max_workers=CRAWL_WORKERS),
+                "digest": ThreadPoolExecutor(max_workers=1),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         now = utcnow()
+        self._add_crawl_jobs(sched, now)
+        self._add_digest_jobs(sched, now)
+        sched.add_listener(
+            self._on_job,
+            EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
+        )
+        # APScheduler's own lines are free text; its events are logged here as key=value.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
+        sched.start()
+        self.scheduler = sched
+        for job in sched.get_jobs():
+            log.info("event=job.planned job=%s next_run=%s", job.id, _utc_iso(job.next_run_time))
+
+    def _add_crawl_jobs(self, sched: BackgroundScheduler, now: datetime) -> None:
         states = self._source_states()
         jitter = self.settings.daemon.jitter
         for src in self.settings.sources:
             if not src.enabled:
                 continue
+            job_id = f"crawl:{src.id}"
             sched.add_job(
                 self.crawl_job,
                 crawl_trigger(src.interval, jitter),
                 args=[src],
-                id=f"crawl:{src.id}",
+                id=job_id,
                 name=f"crawl {src.id}",
                 next_run_time=first_crawl(now, states.get(src.id), src.interval, jitter),
+                # A run delayed past half its interval is dropped: the next one comes soon.
                 misfire_grace_time=int(max(src.interval.total_seconds() / 2, 1)),
             )
+            self.job_ids.append(job_id)
+
+    def _add_digest_jobs(self, sched: BackgroundScheduler, now: datetime) -> None:
         grace = self.settings.digest.misfire_grace
+        # coalesce (job default): a daemon suspended over several fire times sends once.
         sched.add_job(
             self.digest_job,
             self.digest,
-            id="digest",
+            id=DIGEST_JOB,
             name="digest",
+            executor="digest",
             misfire_grace_time=int(grace.total_seconds()),
         )
+        self.job_ids.append(DIGEST_JOB)
         missed = missed_digest(self.digest, now, self._digest_done(), grace)
-        if missed is not None:
-            log.info("event=digest.missed scheduled=%s", missed.isoformat())
-            sched.add_job(
-                self.digest_job, id="digest:missed", name="digest (missed)", next_run_time=now
-            )
-        sched.add_listener(self._on_job, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-        sched.start()
-        self.scheduler = sched
+        if missed is None:
+            return
+        log.info("event=digest.missed scheduled=%s", _utc_iso(missed))
+        # The grace applies here too: APScheduler's default (1 s) could drop this run when
+        # the scheduler thread starts a moment late.
+        sched.add_job(
+            self.digest_job,
+            id=MISSED_JOB,
+            name="digest (missed)",
+            executor="digest",
+            next_run_time=now,
+            misfire_grace_time=int(grace.total_seconds()),
+        )
 
     def _shutdown(self) -> None:
         log.info("event=daemon.stopping")
         self.stop.set()
-        if self.scheduler is not None:
-            self.scheduler.pause()  # no new runs from here on
-        self._stop_children()
-        for thread in self.extra_threads:
-            thread.join(timeout=10)
-        if self.scheduler is not None:
-            # Running jobs see ``stop`` (the digest stops between messages; crawl jobs return
-            # once their subprocess is gone), so this wait is short.
-            self.scheduler.shutdown(wait=True)
-        write_daemon_meta(
-            self.engine, {**self._meta(), "running": False, "stopped_at": utcnow().isoformat()}
-        )
-        self.lock.release()
+        try:
+            if self.scheduler is not None:
+                self.scheduler.pause()  # no new runs from here on
+            self._stop_children(self.child_grace())
+            for thread in self.extra_threads:
+                thread.join(timeout=10)
+            if self.scheduler is not None:
+                # Running jobs see ``stop`` (the digest stops between messages; crawl jobs
+                # return once their subprocess is gone), so this wait is short.
+                self.scheduler.shutdown(wait=True)
+            self.write_meta(running=False)
+        finally:
+            self.lock.release()
         log.info("event=daemon.stopped")
 
-    def _stop_children(self) -> None:
+    def child_grace(self) -> float:
+        """Seconds a crawl subprocess gets between SIGTERM and SIGKILL."""
+        return max(CHILD_GRACE, self.settings.crawl.timeout.total_seconds() + CHILD_GRACE_MARGIN)
+
+    def _stop_children(self, grace: float) -> None:
         with self.children_lock:
             children = list(self.children)
         for proc in children:
             if proc.poll() is None:
+                log.info("event=crawl.stopping pid=%s", proc.pid)
                 proc.send_signal(signal.SIGTERM)
         for proc in children:
-            try:
-                proc.wait(timeout=CHILD_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _reap(proc, grace)
 
     # ---- jobs --------------------------------------------------------------------------------
 
     def crawl_job(self, source: SourceSettings) -> str:
         """Crawl one source in a subprocess; its own stats land in crawl_runs."""
-        if self.stop.is_set():
+        cmd = crawl_command(self.config_path, source.id, self.log_level)
+        started = time.monotonic()
+        proc = self._spawn(cmd)
+        if proc is None:
             return "skipped (stopping)"
-        cmd = crawl_command(self.config_path, source.id)
+        log.info("event=crawl.start source=%s pid=%s", source.id, proc.pid)
         timeout = self.settings.daemon.crawl_timeout.total_seconds()
-        log.info("event=crawl.start source=%s", source.id)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=None)  # logs go to ours
-        with self.children_lock:
-            self.children.add(proc)
         try:
             code = proc.wait(timeout=timeout)
+            result = _EXIT_RESULTS.get(code, f"exit {code}")
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=CHILD_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _reap(proc, self.child_grace())
             result = f"timed out after {int(timeout)}s"
-        else:
-            result = {0: "ok", 1: "failed (see litwatch status)", 2: "configuration error"}.get(
-                code, f"exit {code}"
-            )
         finally:
             with self.children_lock:
                 self.children.discard(proc)
-        log.info("event=crawl.done source=%s result=%r", source.id, result)
+        if proc.returncode is not None and proc.returncode < 0:
+            self._close_abandoned_runs(source.id, proc.pid, result)
+        seconds = time.monotonic() - started
+        log.info("event=crawl.done source=%s result=%r seconds=%.1f", source.id, result, seconds)
         return result
+
+    def _close_abandoned_runs(self, source_id: str, pid: int, result: str) -> None:
+        """Close the crawl_runs row of a child ended by a signal before it could.
+
+        A SIGTERM that lands after ``litwatch crawl`` opened its run but before Scrapy
+        installed its handlers ends the process at once, leaving the row "running" until
+        the next crawl of the source; the daemon knows better and closes it now.
+        """
+        with transaction(self.engine) as session:
+            res = session.execute(
+                update(CrawlRun)
+                .where(
+                    CrawlRun.source_id == source_id,
+                    CrawlRun.pid == pid,
+                    CrawlRun.status == "running",
+                )
+                .values(status="failed", error=f"interrupted ({result})", finished_at=utcnow())
+            )
+            closed = res.rowcount if isinstance(res, CursorResult) else 0
+        if closed:
+            log.info("event=crawl.closed_run source=%s pid=%s", source_id, pid)
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes] | None:
+        """Start a crawl subprocess unless the daemon is stopping.
+
+        The stop check and the registration share ``children_lock`` with ``_stop_children``,
+        so a crawl starting during shutdown is either refused or asked to stop: never missed.
+        The child gets its own process group: a Ctrl-C in a terminal then reaches only the
+        daemon, which forwards one SIGTERM (Scrapy takes a second signal as "kill now").
+        Its stdout (the summary table) is dropped; its log lines go to our stderr.
+        """
+        with self.children_lock:
+            if self.stop.is_set():
+                return None
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, process_group=0)
+            self.children.add(proc)
+            return proc
 
     def digest_job(self) -> str:
         """Send the digest as of its latest scheduled time (its cutoff)."""
         from digests.send import send_digests
 
-        now = utcnow()
-        grace = self.settings.digest.misfire_grace
-        fired = fire_times(self.digest, now - grace - timedelta(seconds=1), now)
-        cutoff = fired[-1] if fired else now
-        report = send_digests(self.settings, self.engine, now=cutoff, should_stop=self.stop.is_set)
-        complete = not self.stop.is_set() and report.fatal is None
-        if complete:
-            with transaction(self.engine) as session:
-                row = session.get(Meta, DIGEST_DONE_KEY)
-                if row is None:
-                    session.add(Meta(key=DIGEST_DONE_KEY, value=cutoff.isoformat()))
-                else:
-                    row.value = cutoff.isoformat()
+        with self.digest_lock:
+            if self.stop.is_set():
+                return "skipped (stopping)"
+            now = utcnow()
+            grace = self.settings.digest.misfire_grace
+            cutoff = latest_fire(self.digest, now - grace - timedelta(seconds=1), now) or now
+            log.info("event=digest.start cutoff=%s", _utc_iso(cutoff))
+            report = send_digests(
+                self.settings, self.engine, now=cutoff, should_stop=self.stop.is_set
+            )
+            # Done means every subscriber was seen: a stopped or failed run is finished by
+            # the next start (missed digest) or the next fire time, never sent twice.
+            if not self.stop.is_set() and report.fatal is None:
+                self._mark_digest_done(cutoff)
         result = f"sent {report.sent}, pending {report.pending}, failed {report.failed}"
         if report.fatal:
             result += f"; {report.fatal}"
-        log.info("event=digest.done cutoff=%s result=%r", cutoff.isoformat(), result)
+        log.info("event=digest.done cutoff=%s result=%r", _utc_iso(cutoff), result)
         return result
 
-    def _on_job(self, event: JobExecutionEvent) -> None:
-        job_id = "digest" if event.job_id == "digest:missed" else event.job_id
-        result = f"error: {event.exception!r}" if event.exception else str(event.retval)
-        self.results[job_id] = {"last_run": utcnow().isoformat(), "last_result": result}
-        if event.exception:
-            log.error("event=job.error job=%s error=%r", event.job_id, event.exception)
+    def _on_job(self, event: JobEvent) -> None:
+        job_id = DIGEST_JOB if event.job_id == MISSED_JOB else event.job_id
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.info("event=job.skipped job=%s reason=still_running", event.job_id)
+            return
+        assert isinstance(event, JobExecutionEvent)
+        if event.code == EVENT_JOB_MISSED:
+            when = _utc_iso(event.scheduled_run_time)
+            log.warning("event=job.missed job=%s scheduled=%s", event.job_id, when)
+            return
+        if event.exception is not None:
+            log.error(
+                "event=job.error job=%s error=%r",
+                event.job_id,
+                str(event.exception),
+                exc_info=event.exception,
+            )
+            result = f"error: {event.exception!r}"
+        else:
+            result = str(event.retval)
+        with self.meta_lock:
+            self.results[job_id] = {"last_run": utcnow().isoformat(), "last_result": result}
         self.heartbeat()
 
     # ---- state -------------------------------------------------------------------------------
@@ -267,36 +407,71 @@ class Daemon:
             row = session.get(Meta, DIGEST_DONE_KEY)
             return datetime.fromisoformat(row.value) if row else None
 
-    def _meta(self) -> dict[str, Any]:
-        jobs = []
-        if self.scheduler is not None and self.scheduler.running:
-            for job in self.scheduler.get_jobs():
-                if job.id == "digest:missed":
-                    continue
-                jobs.append(
-                    {
-                        "id": job.id,
-                        "next_run": job.next_run_time.isoformat() if job.next_run_time else None,
-                        **self.results.get(job.id, {}),
-                    }
-                )
-        return {
+    def _mark_digest_done(self, cutoff: datetime) -> None:
+        with transaction(self.engine) as session:
+            row = session.get(Meta, DIGEST_DONE_KEY)
+            value = cutoff.astimezone(UTC).isoformat()
+            if row is None:
+                session.add(Meta(key=DIGEST_DONE_KEY, value=value))
+            elif datetime.fromisoformat(row.value) < cutoff:  # never move the mark back
+                row.value = value
+
+    def _jobs(self, running: bool) -> list[dict[str, Any]]:
+        next_runs: dict[str, datetime | None] = {}
+        if running and self.scheduler is not None and self.scheduler.running:
+            next_runs = {job.id: job.next_run_time for job in self.scheduler.get_jobs()}
+        with self.meta_lock:
+            results = {k: dict(v) for k, v in self.results.items()}
+        return [
+            {"id": job_id, "next_run": _utc_iso(next_runs.get(job_id)), **results.get(job_id, {})}
+            for job_id in self.job_ids
+        ]
+
+    def meta(self, *, running: bool = True) -> dict[str, Any]:
+        """The daemon record ``litwatch status`` shows (times in UTC, ISO 8601)."""
+        info: dict[str, Any] = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_at": self.started_at.isoformat(),
             "heartbeat": utcnow().isoformat(),
-            "running": True,
-            "jobs": jobs,
+            "running": running,
+            "jobs": self._jobs(running),
         }
+        if not running:
+            info["stopped_at"] = info["heartbeat"]
+        return info
+
+    def write_meta(self, *, running: bool) -> None:
+        """Store the daemon record (serialised: jobs finish on several threads)."""
+        info = self.meta(running=running)
+        with self.meta_lock:
+            write_daemon_meta(self.engine, info)
 
     def heartbeat(self) -> None:
+        """Refresh the daemon record; a failure is logged, never fatal."""
         try:
-            write_daemon_meta(self.engine, self._meta())
+            self.write_meta(running=True)
+            log.debug("event=daemon.heartbeat")
         except Exception as exc:  # a locked database must not kill the daemon
             log.warning("event=daemon.heartbeat_failed error=%r", str(exc))
 
 
+def _utc_iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat() if when is not None else None
+
+
+def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """Wait ``grace`` seconds for a signalled child, then kill it."""
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("event=crawl.killed pid=%s grace=%s", proc.pid, grace)
+        proc.kill()
+        proc.wait()
+
+
 def write_daemon_meta(engine: Engine, info: dict[str, Any]) -> None:
+    """Store the daemon record in the ``meta`` table."""
     with transaction(engine) as session:
         row = session.get(Meta, DAEMON_META_KEY)
         if row is None:
@@ -306,6 +481,7 @@ def write_daemon_meta(engine: Engine, info: dict[str, Any]) -> None:
 
 
 def read_daemon_meta(engine: Engine) -> dict[str, Any]:
+    """The daemon record as last stored ({} when no daemon ever ran)."""
     with transaction(engine) as session:
         row = session.get(Meta, DAEMON_META_KEY)
         return json.loads(row.value) if row else {}

@@ -80,17 +80,30 @@ def daemon_info(session: Session, running: bool) -> dict[str, Any]:
     """The daemon as it last recorded itself (crawler.daemon), and whether it runs now.
 
     ``running`` comes from probing the daemon lock, not from the record: a daemon killed with
-    SIGKILL leaves a record saying "running" but frees its lock.
+    SIGKILL leaves a record saying "running" but frees its lock. ``state`` tells the cases
+    apart: running, stopped (cleanly), died (no clean stop) or never (no daemon ever ran).
     """
     row = session.get(Meta, DAEMON_META_KEY)
     info: dict[str, Any] = json.loads(row.value) if row else {}
+    state = _state(running, bool(info), bool(info.get("running")))
     info["running"] = running
+    info["state"] = state
     info.setdefault("jobs", [])
     for key in ("started_at", "heartbeat", "stopped_at"):
         if isinstance(info.get(key), str):
             info[key] = datetime.fromisoformat(info[key])
     for job in info["jobs"]:
+        if not running:
+            job["next_run"] = None  # a dead daemon's plans are void
         for key in ("next_run", "last_run"):
             if isinstance(job.get(key), str):
                 job[key] = datetime.fromisoformat(job[key])
     return info
+
+
+def _state(running: bool, has_record: bool, recorded_running: bool) -> str:
+    if running:
+        return "running"
+    if not has_record:
+        return "never"
+    return "died" if recorded_running else "stopped"

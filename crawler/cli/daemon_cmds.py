@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
 
 import click
 
-from crawler.cli.app import EXIT_FAILURE, App, fail, pass_app
+from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
 from crawler.daemon import Daemon, DaemonBusy
+from crawler.schedule import seconds_trigger
 
 
 @click.command()
@@ -19,29 +22,48 @@ from crawler.daemon import Daemon, DaemonBusy
 @click.option(
     "--web", "with_web", is_flag=True, help="Also serve the subscriber web pages ([web] host/port)."
 )
+# Test hook, hidden from --help: the configured [digest] cron stays a validated 5-field
+# crontab; end-to-end tests replace it with a seconds-resolution schedule here.
+@click.option("--test-digest-cron", metavar="S M H DOM MON DOW", hidden=True)
 @pass_app
-def run(app: App, standby: bool, with_web: bool) -> None:
+def run(app: App, standby: bool, with_web: bool, test_digest_cron: str | None) -> None:
     """Run the daemon: crawl each source on its interval and send the digest on its schedule.
 
     One daemon per database; stop it with SIGTERM or Ctrl-C (it exits 0 after finishing the
-    message or crawl in progress).
+    message or crawl in progress). Logs go to stderr, one key=value line per event.
 
-    \\b
+    \b
     Examples:
       litwatch run
-      litwatch --config /etc/litwatch/litwatch.toml run --standby
+      litwatch --log-level debug --config /etc/litwatch/litwatch.toml run --standby
     """
+    digest = None
+    if test_digest_cron is not None:
+        try:
+            digest = seconds_trigger(test_digest_cron, app.settings.digest.timezone)
+        except ValueError as exc:
+            fail(f"--test-digest-cron: {exc}", EXIT_USAGE)
     engine = app.engine()
-    daemon = Daemon(app.settings, engine, app.config_path)
+    daemon = Daemon(app.settings, engine, app.config_path, log_level=app.log_level, digest=digest)
     if with_web:
-        from crawler.web_thread import start_web_thread
-
-        daemon.extra_threads.append(start_web_thread(app.settings, engine, daemon.stop))
+        daemon.services.append(_web_service(app, daemon))
     try:
         code = daemon.run(standby=standby)
     except DaemonBusy as exc:
         fail(f"{exc}; use --standby to wait for it", EXIT_FAILURE)
+    except OSError as exc:  # e.g. --web and its port is taken (the daemon has stopped by now)
+        fail(str(exc), EXIT_FAILURE)
     sys.exit(code)
+
+
+def _web_service(app: App, daemon: Daemon) -> Callable[[], threading.Thread]:
+    """The web pages' starter, checked now (a missing piece is a usage error before the
+    daemon starts) and run by the daemon once it holds the database."""
+    try:
+        from crawler.web_thread import start_web_thread
+    except ImportError:
+        fail("--web: the subscriber web pages are not part of this installation", EXIT_USAGE)
+    return lambda: start_web_thread(app.settings, daemon.engine, daemon.stop)
 
 
 COMMANDS = [run]

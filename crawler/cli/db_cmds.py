@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import tomllib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from crawler.cli.app import App, pass_app
 from crawler.db.engine import describe_url, transaction
-from crawler.db.migrate import current_revision, head_revision, upgrade
+from crawler.db.migrate import current_revision, head_revision, known_revision, upgrade
 from crawler.status import collect_status
 
 
@@ -56,7 +57,12 @@ def db_current(app: App) -> None:
     engine = app.engine(schema=False)
     current = current_revision(engine)
     head = head_revision()
-    state = "up to date" if current == head else "behind: run `litwatch db upgrade`"
+    if current == head:
+        state = "up to date"
+    elif current is not None and not known_revision(current):
+        state = "migrated by a newer litwatch: upgrade litwatch itself"
+    else:
+        state = "behind: run `litwatch db upgrade`"
     click.echo(
         f"{describe_url(engine)}: revision {current or '(none)'}, code needs {head} ({state})"
     )
@@ -184,17 +190,41 @@ def _print_status(app: App, data: dict[str, Any]) -> None:
         f"Subscribers: {subs['active']} active, {subs['pending']} pending, "
         f"{subs['unsubscribed']} unsubscribed. Deliveries: {data['deliveries']}"
     )
-    daemon = data["daemon"]
-    if daemon["running"]:
-        since = _when(daemon.get("started_at"))
-        app.out.print(
-            f"Daemon: running since {since} (pid {daemon.get('pid')} on {daemon.get('host')})"
+    _print_daemon(app, data["daemon"])
+
+
+def _utc(v: datetime | None) -> str:
+    return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if v else "-"
+
+
+def _print_daemon(app: App, daemon: dict[str, Any]) -> None:
+    where = f"pid {daemon.get('pid')} on {daemon.get('host')}"
+    state = daemon["state"]
+    if state == "running":
+        line = f"running since {_utc(daemon.get('started_at'))} ({where})"
+    elif state == "stopped":
+        line = f"not running (stopped {_utc(daemon.get('stopped_at'))}; was {where})"
+    elif state == "died":
+        line = (
+            f"not running ({where} ended without a clean stop; "
+            f"last heartbeat {_utc(daemon.get('heartbeat'))})"
         )
     else:
-        app.out.print("Daemon: not running")
-    for job in daemon.get("jobs", []):
-        last = job.get("last_result") or "-"
-        app.out.print(f"  {job['id']}: next {_when(job.get('next_run'))}, last {last}")
+        line = "not running (never started on this database)"
+    app.out.print(f"Daemon: {line}", markup=False)
+    if not daemon["jobs"]:
+        return
+    table = Table(title="Daemon jobs", title_justify="left")
+    for col in ("job", "next run", "last run", "last result"):
+        table.add_column(col)
+    for job in daemon["jobs"]:
+        table.add_row(
+            job["id"],
+            _utc(job.get("next_run")),
+            _utc(job.get("last_run")),
+            escape(job.get("last_result") or "-"),  # results quote errors: "[" is text
+        )
+    app.out.print(table)
 
 
 COMMANDS = [db, config, status]
