@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,8 +251,9 @@ def _result(
     report = spider.report
     failures = list(report.failures)
     requests = int(stats.get("downloader/request_count", 0))
-    if reason not in (None, "finished"):
-        failures.append(f"crawl stopped early ({reason})")
+    if reason != "finished":
+        # None: Scrapy never reported the spider closed (a forced stop on a second signal).
+        failures.append(f"crawl stopped early ({reason or 'forced shutdown'})")
     elif requests == 0 and not failures:
         # Every poll makes at least one request; Scrapy only logs an exception raised before
         # the first one (in ``start``), which must not pass for "nothing new".
@@ -297,22 +300,47 @@ def run_crawl(
     results: list[SourceResult] = []
     lock_engine = _lock_engine(engine)
     locks: list[NamedLock] = []
+    runnable: list[Runnable] = []
+    # Until Scrapy installs its own handlers, SIGTERM ends the crawl through ``finally`` (so
+    # the runs opened below are closed as interrupted) instead of killing it outright.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         chosen = _lock_sources(lock_engine, sources, locks, results)
         chosen = _lock_ncbi(lock_engine, config, chosen, locks, results)
         followed = load_followed(engine) if any(s.kind == "sciencedaily" for s in chosen) else set()
-        runnable: list[Runnable] = [
-            (source, load_state(engine, source, followed), _open_run(engine, source, trigger))
-            for source in chosen
-        ]
+        for source in chosen:
+            state = load_state(engine, source, followed)
+            runnable.append((source, state, _open_run(engine, source, trigger)))
         results.extend(_run_process(CrawlerProcess, config, engine, runnable, out, progress))
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        done = {r.source_id for r in results}
+        _close_interrupted(engine, [run for source, _s, run in runnable if source.id not in done])
         for lock in locks:
             lock.release()
         if lock_engine is not engine:
             lock_engine.dispose()
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(results, key=lambda r: order.get(r.source_id, 0))
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _close_interrupted(engine: Engine, run_ids: list[int | None]) -> None:
+    """Close runs that never got their results (the crawl was stopped before Scrapy ran)."""
+    ids = [run_id for run_id in run_ids if run_id is not None]
+    if not ids:
+        return
+    with transaction(engine) as session:
+        session.execute(
+            update(CrawlRun)
+            .where(CrawlRun.id.in_(ids), CrawlRun.status == "running")
+            .values(status="failed", error="interrupted before it finished", finished_at=utcnow())
+        )
 
 
 def _lock_engine(engine: Engine) -> Engine:
@@ -447,7 +475,8 @@ def _start(
         reasons[source.id] = reason
         finished[source.id] = time.monotonic()
 
-    crawler.signals.connect(on_closed, signal=signals.spider_closed)
+    # weak=False: the dispatcher holds receivers weakly, and this closure has no other owner.
+    crawler.signals.connect(on_closed, signal=signals.spider_closed, weak=False)
     started[source.id] = time.monotonic()
     return process.crawl(crawler, source=source, config=config, state=state, sink=sink)
 

@@ -137,12 +137,14 @@ class DigestSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        # Validate with the daemon's own reading of the crontab (standard day-of-week numbers:
+        # 0 and 7 are Sunday, unlike APScheduler's from_crontab).
+        from crawler.schedule import digest_trigger
 
         if len(v.split()) != 5:
             raise ValueError(f"expected 5 crontab fields, got {len(v.split())}: {v!r}")
         try:
-            CronTrigger.from_crontab(v, timezone="UTC")
+            digest_trigger(v, "UTC")
         except ValueError as exc:
             raise ValueError(f"invalid crontab expression {v!r}: {exc}") from None
         return v
