@@ -448,7 +448,15 @@ class Daemon:
             write_daemon_meta(self.engine, info)
 
     def heartbeat(self) -> None:
-        """Refresh the daemon record; a failure is logged, never fatal."""
+        """Refresh the daemon record; a failure is logged, never fatal.
+
+        Losing the one-daemon lock is fatal, though: a standby may already have taken over,
+        and two schedulers must never run against one database.
+        """
+        if self.lock.held and not self.lock.alive():
+            log.error("event=daemon.lock_lost action=stopping")
+            self.stop.set()
+            return
         try:
             self.write_meta(running=True)
             log.debug("event=daemon.heartbeat")

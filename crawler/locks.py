@@ -85,6 +85,18 @@ class NamedLock:
         self._fd = fd
         return True
 
+    def alive(self) -> bool:
+        """Whether the lock is still held. A PostgreSQL advisory lock dies with its connection
+        (a server restart, a network cut) without telling us; a file lock cannot be lost."""
+        if self._conn is None:
+            return self._fd is not None
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+        except Exception:  # any failure means the session, and so the lock, is gone
+            return False
+        return True
+
     def release(self) -> None:
         if self._conn is not None:
             try:

@@ -167,3 +167,35 @@ def test_sqlite_lock_file_lives_next_to_database(sqlite_url: str, tmp_path: Path
         lock.release()
     finally:
         engine.dispose()
+
+
+def test_alive_while_held_and_not_after_release(lock_engine: Engine) -> None:
+    lock = NamedLock(lock_engine, "alive-check")
+    assert lock.acquire()
+    assert lock.alive()
+    lock.release()
+    assert not lock.alive()
+
+
+def test_postgres_lock_lost_with_its_connection(pg_url: str) -> None:
+    """A dropped session frees the advisory lock; the holder must notice (daemon heartbeat)."""
+    from sqlalchemy import text
+
+    engine = make_engine(pg_url)
+    lock = NamedLock(engine, "lost-connection")
+    try:
+        assert lock.acquire()
+        pid = lock._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        lock._conn.commit()
+        with engine.begin() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        assert not lock.alive()
+        other = NamedLock(engine, "lost-connection")
+        assert other.acquire()  # another daemon could now take over
+        other.release()
+    finally:
+        try:
+            lock.release()
+        except Exception:
+            pass
+        engine.dispose()
