@@ -6,6 +6,7 @@ operating system or the server when the holder dies, so a ``kill -9`` leaves not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -194,8 +195,6 @@ def test_postgres_lock_lost_with_its_connection(pg_url: str) -> None:
         assert other.acquire()  # another daemon could now take over
         other.release()
     finally:
-        try:
+        with contextlib.suppress(Exception):
             lock.release()
-        except Exception:
-            pass
         engine.dispose()
