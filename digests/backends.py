@@ -2,7 +2,10 @@
 
 Errors are classified the way SMTP defines them (RFC 5321 4.2.1): 4yz is temporary (try again
 later), 5yz is permanent (for that recipient). Losing the connection is temporary. A refused
-login or sender affects every message, so it stops the run instead of failing each delivery.
+login or sender affects every message, so it stops the run instead of failing each delivery;
+so does a server that cannot be reached (refused, timed out, TLS failure) or keeps dropping
+the connection: the message at hand stays pending and the rest wait for the next run, rather
+than every subscriber paying a connect timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +25,10 @@ from crawler.settings import EmailSettings
 
 class TemporaryFailure(Exception):
     """This message could not be sent now; it stays pending for a later run."""
+
+
+class ServerUnavailable(TemporaryFailure):
+    """The server cannot be reached or keeps dropping us: this message waits, the run stops."""
 
 
 class PermanentFailure(Exception):
@@ -77,76 +85,146 @@ class SmtpBackend:
     """Send over one SMTP connection, reconnecting once when the server drops it."""
 
     name = "smtp"
+    #: Connection-level failures in a row (timeouts, drops) after which the run stops.
+    MAX_LOST_IN_A_ROW = 3
 
-    def __init__(self, settings: EmailSettings, password: str | None) -> None:
+    def __init__(
+        self,
+        settings: EmailSettings,
+        password: str | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cfg = settings.smtp
         self.password = password
         self.conn: smtplib.SMTP | None = None
         self.per_minute = self.cfg.rate_per_minute
-        self._sent_times: list[float] = []
+        self._clock = clock
+        self._sleep = sleep
+        self._next_slot = 0.0
+        self._lost_in_a_row = 0
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
+        if cfg.username and not self.password:
+            raise FatalDeliveryError(
+                f"SMTP user {cfg.username!r} is configured but LITWATCH_SMTP_PASSWORD is not set"
+            )
+        where = f"{cfg.host}:{cfg.port}"
+        conn = self._open()
+        try:
+            if cfg.username:
+                conn.login(cfg.username, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            conn.close()
+            # The server's text is left out: some echo the credentials back.
+            raise FatalDeliveryError(
+                f"SMTP login refused for user {cfg.username!r} at {where}: {exc.smtp_code}"
+            ) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            conn.close()
+            raise ServerUnavailable(f"SMTP server {where} hung up during login: {exc}") from None
+        except smtplib.SMTPException as exc:  # AUTH not offered, no common mechanism
+            conn.close()
+            raise FatalDeliveryError(f"SMTP login at {where} failed: {_reason(exc)}") from None
+        except OSError as exc:  # SMTPException is an OSError: it must be caught first
+            conn.close()
+            raise ServerUnavailable(f"SMTP server {where} lost during login: {exc}") from None
+        return conn
+
+    def _open(self) -> smtplib.SMTP:
+        """Connect and secure the channel; ServerUnavailable or FatalDeliveryError."""
+        cfg = self.cfg
+        where = f"{cfg.host}:{cfg.port}"
         timeout = cfg.timeout.total_seconds()
         context = ssl.create_default_context(cafile=cfg.ca_file or None)
         try:
             if cfg.ssl:
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    cfg.host, cfg.port, timeout=timeout, context=context
-                )
-            else:
-                conn = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
-                if cfg.starttls:
-                    conn.starttls(context=context)
-            if cfg.username:
-                conn.login(cfg.username, self.password or "")
-        except smtplib.SMTPAuthenticationError as exc:
-            raise FatalDeliveryError(
-                f"SMTP login refused for user {cfg.username!r}: {exc.smtp_code}"
+                return smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=timeout, context=context)
+            conn = smtplib.SMTP(cfg.host, cfg.port, timeout=timeout)
+        except OSError as exc:  # refused, timed out, no greeting, TLS failure
+            raise ServerUnavailable(
+                f"cannot connect to SMTP server {where}: {_reason(exc)}"
             ) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise FatalDeliveryError(f"SMTP server {cfg.host}:{cfg.port}: {exc}") from None
-        except (OSError, smtplib.SMTPException) as exc:
-            raise FatalDeliveryError(
-                f"cannot connect to SMTP server {cfg.host}:{cfg.port}: {_reason(exc)}"
-            ) from None
+        try:
+            if cfg.starttls:
+                conn.starttls(context=context)
+        except smtplib.SMTPNotSupportedError:
+            conn.close()
+            raise FatalDeliveryError(f"SMTP server {where} does not offer STARTTLS") from None
+        except OSError as exc:  # a refused certificate, a reply other than 220
+            conn.close()
+            raise ServerUnavailable(f"STARTTLS with {where} failed: {_reason(exc)}") from None
         return conn
 
     def _pace(self) -> None:
+        # Spread messages evenly (60/rate seconds apart) rather than in bursts: relays that
+        # limit a rate usually count over short windows too.
         if not self.per_minute:
             return
-        now = time.monotonic()
-        self._sent_times = [t for t in self._sent_times if now - t < 60]
-        if len(self._sent_times) >= self.per_minute:
-            time.sleep(60 - (now - self._sent_times[0]))
-        self._sent_times.append(time.monotonic())
+        now = self._clock()
+        if self._next_slot > now:
+            self._sleep(self._next_slot - now)
+            now = self._next_slot
+        self._next_slot = now + 60.0 / self.per_minute
 
     def send(self, msg: EmailMessage, recipient: str) -> None:
+        """Send one message; TemporaryFailure, PermanentFailure or FatalDeliveryError."""
         self._pace()
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = self._connect()
             try:
                 self.conn.send_message(msg, to_addrs=[recipient])
-                return
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, text = next(iter(exc.recipients.values()))
-                raise _classified(code, text) from None
-            except smtplib.SMTPSenderRefused as exc:
-                if 400 <= exc.smtp_code < 500:
-                    raise TemporaryFailure(f"sender refused ({exc.smtp_code})") from None
-                raise FatalDeliveryError(
-                    f"SMTP server refused the sender: {exc.smtp_code} {_text(exc.smtp_error)}"
-                ) from None
-            except smtplib.SMTPDataError as exc:
-                raise _classified(exc.smtp_code, exc.smtp_error) from None
-            except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                # Dropped (a restart, an idle limit): reconnect and try once more. Whether
+                # the server kept the message is unknowable; the stable Message-ID lets the
+                # receiver drop a repeat. A timeout is not retried at once: the server may
+                # still be busy taking the message (smtplib reports it as a disconnect).
                 self._drop()
-                if attempt == 2:
-                    raise TemporaryFailure(f"connection lost: {_reason(exc)}") from None
-            except smtplib.SMTPResponseException as exc:
+                if attempt == 2 or _timed_out(exc):
+                    raise self._lost(f"connection lost: {_reason(exc)}") from None
+                continue
+            except smtplib.SMTPException as exc:  # an OSError too: caught before those
+                raise self._refused(exc) from None
+            except OSError as exc:  # a timeout or a TLS failure: not retried at once
                 self._drop()
-                raise _classified(exc.smtp_code, exc.smtp_error) from None
+                raise self._lost(f"connection failed: {_reason(exc)}") from None
+            self._lost_in_a_row = 0
+            return
+
+    def _lost(self, reason: str) -> TemporaryFailure:
+        self._lost_in_a_row += 1
+        if self._lost_in_a_row >= self.MAX_LOST_IN_A_ROW:
+            return ServerUnavailable(
+                f"SMTP server {self.cfg.host}:{self.cfg.port} failed "
+                f"{self._lost_in_a_row} times in a row: {reason}"
+            )
+        return TemporaryFailure(reason)
+
+    def _refused(self, exc: smtplib.SMTPException) -> Exception:
+        """Classify an SMTP reply that refused the message (the connection is still up)."""
+        self._lost_in_a_row = 0
+        text: bytes | str
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, text = next(iter(exc.recipients.values()))
+        elif isinstance(exc, smtplib.SMTPSenderRefused):
+            code, text = exc.smtp_code, exc.smtp_error
+            if code >= 500:
+                return FatalDeliveryError(f"SMTP server refused the sender: {code} {_text(text)}")
+        elif isinstance(exc, smtplib.SMTPResponseException):
+            code, text = exc.smtp_code, exc.smtp_error
+        elif isinstance(exc, smtplib.SMTPNotSupportedError):
+            # An address that needs SMTPUTF8 (RFC 6531) and a server that lacks it: this
+            # server will never take this message, the connection is fine for the others.
+            return PermanentFailure(f"not sent: {_reason(exc)}")
+        else:
+            self._drop()
+            return TemporaryFailure(f"SMTP error: {_reason(exc)}")
+        if code == 421:  # RFC 5321 4.2.2: the server is closing the channel
+            self._drop()
+        return _classified(code, text)
 
     def _drop(self) -> None:
         if self.conn is not None:
@@ -156,6 +234,7 @@ class SmtpBackend:
                 self.conn = None
 
     def close(self) -> None:
+        """Say QUIT politely; never raises."""
         if self.conn is not None:
             try:
                 self.conn.quit()
@@ -183,6 +262,16 @@ def _classified(code: int, text: bytes | str) -> Exception:
     if 500 <= code < 600:
         return PermanentFailure(message)
     return TemporaryFailure(message)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a socket timeout."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,7 +6,7 @@ import hashlib
 from datetime import date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, parseaddr
+from email.utils import format_datetime, getaddresses
 
 from digests.render import Rendered
 
@@ -15,11 +15,27 @@ class MailConfigError(ValueError):
     """The configured From address (or similar) cannot be used."""
 
 
-def sender_domain(from_header: str) -> str:
-    _, addr = parseaddr(from_header)
-    if "@" not in addr:
+def check_sender(from_header: str) -> tuple[str, str]:
+    """(display name, address) of the configured From; MailConfigError unless it is one address.
+
+    The From comes from the operator's configuration, but a typo there ("litwatch" without an
+    address, two addresses) must stop the send with one clear line, not a traceback per message.
+    """
+    if any(ch in from_header for ch in "\r\n"):
+        raise MailConfigError("[email] from must be one line")
+    pairs = getaddresses([from_header])
+    if len(pairs) != 1:
+        raise MailConfigError(f"[email] from must hold exactly one address, got {from_header!r}")
+    name, addr = pairs[0]
+    local, _, domain = addr.rpartition("@")
+    if not local or not domain or any(ch.isspace() for ch in addr):
         raise MailConfigError(f"[email] from must contain an address, got {from_header!r}")
-    return addr.rsplit("@", 1)[1].strip().lower() or "localhost"
+    return name, addr
+
+
+def sender_domain(from_header: str) -> str:
+    """The domain of the configured From address (the right-hand side of Message-IDs)."""
+    return check_sender(from_header)[1].rsplit("@", 1)[1].strip().lower()
 
 
 def message_id(subscriber_id: int, period: date, from_header: str) -> str:
@@ -50,7 +66,7 @@ def build_message(
 ) -> EmailMessage:
     """A ready-to-send digest: text part first, then the HTML alternative (when any)."""
     msg = EmailMessage()
-    [(from_name, from_addr)] = getaddresses([from_header]) or [("", "")]
+    from_name, from_addr = check_sender(from_header)
     msg["From"] = Address(display_name=_one_line(from_name), addr_spec=from_addr)
     local, _, domain = to_email.rpartition("@")
     msg["To"] = Address(display_name=_one_line(to_name or ""), username=local, domain=domain)

@@ -2,9 +2,10 @@
 
 A digest is identified by (subscriber, period), the period being the cutoff's date in the
 subscriber's time zone. It holds the papers on the subscriber's topics first seen before the
-cutoff that were never put in one of their digests before. The window reaches back to the
-subscriber's previous digest, and at least ``first_lookback`` (so a paper tagged late, or a
-topic just added, still comes once), but never further for a first digest.
+cutoff that were never put in one of their digests before. A first digest reaches back
+``first_lookback``; a later one reaches back ``first_lookback`` before the previous digest's
+cutoff, so a paper tagged with a topic after that digest went out (a later sighting added
+it), or a topic the subscriber just added, still comes once, without a flood of old papers.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ def period_of(cutoff: datetime, subscriber_tz: str) -> date:
 def window_start(
     session: Session, subscriber: Subscriber, cutoff: datetime, lookback: timedelta
 ) -> datetime:
+    """The earliest first-seen time this digest considers (see the module docstring)."""
     previous = session.scalar(
         select(func.max(Delivery.cutoff)).where(
             Delivery.subscriber_id == subscriber.id, Delivery.cutoff < cutoff
         )
     )
-    floor = cutoff - lookback
-    return min(previous, floor) if previous is not None else floor
+    # Papers sent before are excluded by id, so overlapping the previous window is harmless.
+    return (previous if previous is not None else cutoff) - lookback
 
 
 def select_paper_ids(

@@ -20,17 +20,19 @@ from sqlalchemy.exc import IntegrityError
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber, utcnow
+from crawler.locks import NamedLock
 from crawler.settings import Settings
 from digests import select as sel
 from digests.backends import (
     Backend,
     FatalDeliveryError,
     PermanentFailure,
+    ServerUnavailable,
     TemporaryFailure,
     make_backend,
 )
 from digests.compose import Composer, Personal
-from digests.mail import build_message, message_id
+from digests.mail import MailConfigError, build_message, check_sender, message_id
 from digests.render import Rendered
 from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, signer_for
 
@@ -41,6 +43,8 @@ RETRY_BASE = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=6)
 #: A delivery that failed temporarily this many times is given up (marked failed).
 MAX_ATTEMPTS = 10
+#: One sender per database at a time (see send_digests).
+SEND_LOCK = "digest-send"
 
 
 @dataclass
@@ -181,6 +185,11 @@ def deliver_one(
     report: SendReport,
     now: datetime,
 ) -> None:
+    """Send one planned delivery and record the outcome at once.
+
+    ServerUnavailable and FatalDeliveryError propagate (after recording this delivery as
+    still pending) because they stop the run.
+    """
     delivery, sub, rendered = _render(engine, composer, links, delivery_id)
     if sub.status != "active":
         _record(engine, delivery_id, state="failed", last_error="subscriber left before sending")
@@ -200,36 +209,17 @@ def deliver_one(
     try:
         backend.send(msg, sub.email)
     except PermanentFailure as exc:
-        _record(engine, delivery_id, state="failed", attempts=attempts, last_error=str(exc))
-        report.failed += 1
-        report.errors.append(f"{sub.email}: refused: {exc}")
-        log.warning(
-            "event=digest.refused subscriber=%s period=%s error=%r",
-            sub.id,
-            delivery.period,
-            str(exc),
-        )
+        _refused(engine, delivery, sub, attempts, str(exc), report)
         return
     except TemporaryFailure as exc:
-        state = "failed" if attempts >= MAX_ATTEMPTS else "pending"
-        _record(
-            engine,
-            delivery_id,
-            state=state,
-            attempts=attempts,
-            last_error=str(exc),
-            next_attempt_at=now + backoff(attempts),
-        )
-        report.pending += state == "pending"
-        report.failed += state == "failed"
-        report.errors.append(f"{sub.email}: temporary failure: {exc}")
-        log.warning(
-            "event=digest.deferred subscriber=%s period=%s error=%r",
-            sub.id,
-            delivery.period,
-            str(exc),
-        )
+        _deferred(engine, delivery, sub, attempts, str(exc), report, now)
+        if isinstance(exc, ServerUnavailable):
+            raise
         return
+    except FatalDeliveryError as exc:
+        _record(engine, delivery_id, last_error=str(exc))
+        report.pending += 1
+        raise
     # Accepted by the server: record it now, before anything else can go wrong.
     _record(
         engine,
@@ -249,6 +239,129 @@ def deliver_one(
     )
 
 
+def _refused(
+    engine: Engine,
+    delivery: Delivery,
+    sub: Subscriber,
+    attempts: int,
+    error: str,
+    report: SendReport,
+) -> None:
+    _record(engine, delivery.id, state="failed", attempts=attempts, last_error=error)
+    report.failed += 1
+    report.errors.append(f"{sub.email}: refused: {error}")
+    log.warning(
+        "event=digest.refused subscriber=%s period=%s error=%r", sub.id, delivery.period, error
+    )
+
+
+def _deferred(
+    engine: Engine,
+    delivery: Delivery,
+    sub: Subscriber,
+    attempts: int,
+    error: str,
+    report: SendReport,
+    now: datetime,
+) -> None:
+    state = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+    _record(
+        engine,
+        delivery.id,
+        state=state,
+        attempts=attempts,
+        last_error=error,
+        next_attempt_at=now + backoff(attempts),
+    )
+    report.pending += state == "pending"
+    report.failed += state == "failed"
+    what = "gave up after repeated temporary failures" if state == "failed" else "deferred"
+    report.errors.append(f"{sub.email}: {what}: {error}")
+    log.warning(
+        "event=digest.deferred subscriber=%s period=%s attempts=%s error=%r",
+        sub.id,
+        delivery.period,
+        attempts,
+        error,
+    )
+
+
+def earlier_pending(
+    engine: Engine, subscriber_id: int, period: date, now: datetime
+) -> tuple[list[int], int]:
+    """Pending deliveries of periods before ``period``: (ids due again, how many still wait).
+
+    A retry can outlive its period (a 451 on Sunday night, the next run on Monday): it is
+    sent as it was planned, with its own papers and Message-ID, never folded into a new one.
+    """
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.next_attempt_at)
+            .where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.period < period,
+                Delivery.state == "pending",
+            )
+            .order_by(Delivery.period)
+        ).all()
+    due = [rid for rid, at in rows if at is None or at <= now]
+    return due, len(rows) - len(due)
+
+
+class _Run:
+    """One ``digest send``: the shared pieces and the per-subscriber steps."""
+
+    def __init__(self, settings: Settings, engine: Engine, now: datetime) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.now = now
+        self.report = SendReport()
+        self.composer = make_composer(settings)
+        self.links = Links(settings, signer_for(engine))
+        smtp = settings.email.smtp
+        self.cap = smtp.max_per_run if settings.email.backend == "smtp" else 0
+        self.attempted = 0
+        self.backend: Backend | None = None
+
+    def subscriber(self, sub: Subscriber, period_end: date | None) -> None:
+        """Retry the subscriber's older pending digests, then plan and send this period's."""
+        cutoff = sel.cutoff_for(sub.timezone, period_end=period_end, now=self.now)
+        period = sel.period_of(cutoff, sub.timezone)
+        due, waiting = earlier_pending(self.engine, sub.id, period, self.now)
+        self.report.pending += waiting
+        for earlier in due:
+            self.deliver(earlier)
+        delivery_id, why = plan(self.engine, self.settings, sub, cutoff, self.now)
+        if delivery_id is None:
+            self.report.empty += why == "empty"
+            self.report.already += why == "sent"
+            self.report.pending += why == "waiting"
+            return
+        self.deliver(delivery_id)
+
+    def deliver(self, delivery_id: int) -> None:
+        if self.cap and self.attempted >= self.cap:
+            self.report.pending += 1  # planned; the next run sends it
+            return
+        self.attempted += 1
+        if self.backend is None:  # connect lazily: no connection when nothing is due
+            self.backend = make_backend(self.settings.email, self.settings.smtp_password)
+        deliver_one(
+            self.engine,
+            self.settings,
+            self.backend,
+            self.composer,
+            self.links,
+            delivery_id,
+            self.report,
+            self.now,
+        )
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
 def send_digests(
     settings: Settings,
     engine: Engine,
@@ -259,60 +372,86 @@ def send_digests(
     dry_run: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[SendReport], None] | None = None,
+    lock_timeout: float = 60.0,
 ) -> SendReport:
-    """Plan and send every active subscriber's digest for this moment (see the module doc)."""
+    """Plan and send every active subscriber's digest for this moment (see the module doc).
+
+    ``only`` is a case-folded address (one subscriber). A problem that stops the whole run
+    (login refused, server unreachable, unusable From, another send running) is in
+    ``report.fatal``.
+    """
     now = now or utcnow()
-    report = SendReport()
-    composer = make_composer(settings)
-    links = Links(settings, signer_for(engine))
-    cap = settings.email.smtp.max_per_run if settings.email.backend == "smtp" else 0
-    backend = None if dry_run else make_backend(settings.email, settings.smtp_password)
+    try:
+        check_sender(settings.email.from_)
+    except MailConfigError as exc:
+        return SendReport(fatal=str(exc))
+    if dry_run:
+        return _dry_run(settings, engine, period_end, now, only)
+    # Two senders at once (the daemon's job and an operator's command) would both find the
+    # same pending row due and both send it. The lock dies with its process, so a run killed
+    # with -9 does not block the rerun.
+    lock = NamedLock(engine, SEND_LOCK)
+    if not lock.acquire(blocking=True, timeout=lock_timeout):
+        return SendReport(
+            fatal=f"another digest send is running on this database (waited {lock_timeout:g} s)"
+        )
+    try:
+        return _send_all(settings, engine, period_end, now, only, should_stop, progress)
+    finally:
+        lock.release()
+
+
+def _send_all(
+    settings: Settings,
+    engine: Engine,
+    period_end: date | None,
+    now: datetime,
+    only: str | None,
+    should_stop: Callable[[], bool],
+    progress: Callable[[SendReport], None] | None,
+) -> SendReport:
+    run = _Run(settings, engine, now)
     try:
         for sub in _subscribers(engine, only):
             if should_stop():
                 break
-            cutoff = sel.cutoff_for(sub.timezone, period_end=period_end, now=now)
-            if dry_run:
-                _dry_run_one(engine, settings, sub, cutoff, report)
-                continue
-            delivery_id, why = plan(engine, settings, sub, cutoff, now)
-            if delivery_id is None:
-                report.empty += why == "empty"
-                report.already += why == "sent"
-                report.pending += why == "waiting"
-                continue
-            if cap and report.sent >= cap:
-                report.pending += 1
-                continue
-            assert backend is not None
             try:
-                deliver_one(engine, settings, backend, composer, links, delivery_id, report, now)
-            except FatalDeliveryError as exc:
-                _record(engine, delivery_id, last_error=str(exc))
-                report.fatal = str(exc)
+                run.subscriber(sub, period_end)
+            except (FatalDeliveryError, ServerUnavailable) as exc:
+                run.report.fatal = str(exc)
                 break
             if progress is not None:
-                progress(report)
+                progress(run.report)
     finally:
-        if backend is not None:
-            backend.close()
-    if report.fatal is not None:
-        report.pending += _count_pending(engine)
+        run.close()
+    return run.report
+
+
+def _dry_run(
+    settings: Settings, engine: Engine, period_end: date | None, now: datetime, only: str | None
+) -> SendReport:
+    """What a send would do now, without planning, sending or recording anything."""
+    report = SendReport()
+    for sub in _subscribers(engine, only):
+        cutoff = sel.cutoff_for(sub.timezone, period_end=period_end, now=now)
+        period = sel.period_of(cutoff, sub.timezone)
+        due, waiting = earlier_pending(engine, sub.id, period, now)
+        report.pending += len(due) + waiting
+        with transaction(engine) as session:
+            existing = session.scalar(
+                select(Delivery).where(Delivery.subscriber_id == sub.id, Delivery.period == period)
+            )
+            ids = (
+                []
+                if existing is not None
+                else sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
+            )
+        if existing is not None:
+            report.pending += existing.state == "pending"
+            report.already += existing.state != "pending"
+        elif ids or settings.digest.send_empty:
+            report.pending += 1
+            log.info("event=digest.would_send subscriber=%s papers=%s", sub.id, len(ids))
+        else:
+            report.empty += 1
     return report
-
-
-def _count_pending(engine: Engine) -> int:
-    with transaction(engine) as session:
-        return len(list(session.scalars(select(Delivery.id).where(Delivery.state == "pending"))))
-
-
-def _dry_run_one(
-    engine: Engine, settings: Settings, sub: Subscriber, cutoff: datetime, report: SendReport
-) -> None:
-    with transaction(engine) as session:
-        ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
-    if ids or settings.digest.send_empty:
-        report.pending += 1
-        log.info("event=digest.would_send subscriber=%s papers=%s", sub.id, len(ids))
-    else:
-        report.empty += 1

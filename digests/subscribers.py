@@ -121,6 +121,8 @@ class ImportReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    #: Rows for addresses that unsubscribed: left alone (an import never re-subscribes).
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
 
 
 def import_csv(session: Session, fh: IO[str], *, known_topics: Sequence[str]) -> ImportReport:
@@ -128,7 +130,8 @@ def import_csv(session: Session, fh: IO[str], *, known_topics: Sequence[str]) ->
 
     Columns: ``email`` (required), ``name``, ``topics`` (separated by ``;`` or ``,`` inside
     the cell, or spaces), ``format``, ``timezone``. Idempotent: importing the same file again
-    changes nothing. Rows are validated one by one; a bad row is reported and skipped.
+    changes nothing. Rows are validated one by one; a bad row is reported (with its line
+    number) and skipped. An address that unsubscribed is left as it is, never re-activated.
     """
     report = ImportReport()
     reader = csv.DictReader(fh)
@@ -139,7 +142,7 @@ def import_csv(session: Session, fh: IO[str], *, known_topics: Sequence[str]) ->
         line = reader.line_num
         data = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         try:
-            _import_row(session, data, known_topics, seen, report)
+            _import_row(session, data, known_topics, seen, report, line)
         except SubscriberError as exc:
             report.rejected.append((line, str(exc)))
     return report
@@ -151,6 +154,7 @@ def _import_row(
     known_topics: Sequence[str],
     seen: set[str],
     report: ImportReport,
+    line: int,
 ) -> None:
     address, key = normalise_email(data.get("email", ""))
     if key in seen:
@@ -166,6 +170,10 @@ def _import_row(
     tz = check_timezone(data.get("timezone") or "UTC")
     name = clean_name(data.get("name"))
     existing = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
+    if existing is not None and existing.status == "unsubscribed":
+        # Consent withdrawn stays withdrawn: a stale mailing list must not undo it.
+        report.skipped.append((line, f"{existing.email} unsubscribed; not re-subscribed"))
+        return
     if existing is None:
         add(
             session,

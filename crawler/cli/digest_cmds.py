@@ -7,6 +7,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import click
+from sqlalchemy.orm import Session
 
 from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
 from crawler.db.engine import transaction
@@ -16,7 +17,7 @@ from digests import subscribers as subs
 from digests.compose import Personal
 from digests.render import render
 from digests.send import Links, make_composer, send_digests
-from digests.tokens import signer_for
+from digests.tokens import Signer, signer_for
 
 
 def _period_end(value: datetime | None) -> date | None:
@@ -65,42 +66,57 @@ def digest_preview(
     engine = app.engine()
     composer = make_composer(settings)
     now = utcnow()
+    # Signing needs the installation key, which the first use may create in its own
+    # transaction: get it before opening ours (SQLite allows one writer at a time).
+    signer = signer_for(engine) if email else None
     with transaction(engine) as session:
-        if email:
-            try:
-                sub = subs.find(session, email)
-            except subs.SubscriberError as exc:
-                fail(str(exc), EXIT_USAGE)
-            if sub is None:
-                fail(f"{email} is not a subscriber", EXIT_USAGE)
-            links = Links(settings, signer_for(engine))
-            personal = links.personal(sub)
-            topics, tz, fmt = list(sub.topics), sub.timezone, sub.format
-        else:
-            tz, fmt = settings.digest.timezone, "html"
-            topics = list(settings.topics)
-            sub = Subscriber(id=0, topics=topics, timezone=tz, status="active")
-            base = settings.web.base_url
-            personal = Personal(
-                None, "preview@example.invalid", f"{base}/u/preview", f"{base}/preferences/preview"
-            )
+        sub, personal = _preview_target(app, session, email, signer)
+        tz = sub.timezone
         cutoff = sel.cutoff_for(tz, period_end=_period_end(period_end), now=now)
         ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
         entries = sel.entries_for(session, ids)
+        topics, fmt = list(sub.topics), sub.format
     period = sel.period_of(cutoff, tz)
     rendered = render(
         composer.digest(entries, topics, period, "html" if not as_text else fmt, personal)
     )
-    if as_text or rendered.html is None:
-        click.echo(rendered.text, nl=False)
-    elif out is not None:
-        out.write_text(rendered.html, encoding="utf-8")
+    body = rendered.text if as_text or rendered.html is None else rendered.html
+    if out is not None:
+        out.write_text(body, encoding="utf-8")
     else:
-        click.echo(rendered.html)
+        click.echo(body, nl=body is rendered.html)
     if out is not None:
         click.echo(f"wrote {out} ({len(ids)} papers; subject: {rendered.subject})", err=True)
     elif not as_text:
         click.echo(f"{len(ids)} papers; subject: {rendered.subject}", err=True)
+
+
+def _preview_target(
+    app: App, session: Session, email: str | None, signer: Signer | None
+) -> tuple[Subscriber, Personal]:
+    """The subscriber to preview for (an unsaved stand-in for everyone) and their links."""
+    settings = app.settings
+    if email and signer is not None:
+        try:
+            sub = subs.find(session, email)
+        except subs.SubscriberError as exc:
+            fail(str(exc), EXIT_USAGE)
+        if sub is None:
+            fail(f"{email} is not a subscriber", EXIT_USAGE)
+        return sub, Links(settings, signer).personal(sub)
+    # Not added to the session: id 0 has no history, so nothing counts as sent before.
+    stand_in = Subscriber(
+        id=0,
+        topics=list(settings.topics),
+        timezone=settings.digest.timezone,
+        format="html",
+        status="active",
+    )
+    base = settings.web.base_url
+    personal = Personal(
+        None, "preview@example.invalid", f"{base}/u/preview", f"{base}/preferences/preview"
+    )
+    return stand_in, personal
 
 
 @digest.command("send")
@@ -128,10 +144,14 @@ def digest_send(app: App, period_end: datetime | None, dry_run: bool, email: str
     engine = app.engine()
     only = None
     if email:
-        try:
-            only = subs.normalise_email(email)[1]
-        except subs.SubscriberError as exc:
-            fail(str(exc), EXIT_USAGE)
+        with transaction(engine) as session:
+            try:
+                sub = subs.find(session, email)
+            except subs.SubscriberError as exc:
+                fail(str(exc), EXIT_USAGE)
+        if sub is None or sub.status != "active":
+            fail(f"{email} is not an active subscriber", EXIT_USAGE)
+        only = sub.email_key
     report = send_digests(
         app.settings, engine, period_end=_period_end(period_end), dry_run=dry_run, only=only
     )

@@ -131,6 +131,8 @@ def subscribers_remove(app: App, email: str, purge: bool) -> None:
             if purge:
                 session.delete(sub)
                 click.echo(f"deleted {sub.email} and their delivery history")
+            elif sub.status == "unsubscribed":
+                click.echo(f"{sub.email} was already unsubscribed")
             else:
                 sub.status = "unsubscribed"
                 sub.unsubscribed_at = utcnow()
@@ -160,10 +162,13 @@ def subscribers_import(app: App, file: IO[str]) -> None:
         fail(f"{file.name}: {exc}", EXIT_USAGE)
     click.echo(
         f"{file.name}: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.unchanged)} unchanged, {len(report.rejected)} rejected"
+        f"{len(report.unchanged)} unchanged, {len(report.skipped)} skipped, "
+        f"{len(report.rejected)} rejected"
     )
+    for line, reason in report.skipped:
+        click.echo(f"  line {line}: skipped: {reason}", err=True)
     for line, reason in report.rejected:
-        click.echo(f"  line {line}: {reason}", err=True)
+        click.echo(f"  line {line}: rejected: {reason}", err=True)
     if report.rejected:
         raise SystemExit(1)
 

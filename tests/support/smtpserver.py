@@ -10,7 +10,10 @@ username/password, and offers failure modes that can be switched at runtime:
   sender in the middle of a run: a client that disconnects before the answer has its
   message discarded, as a real server would);
 * after N accepted messages, drop the connection at end of DATA without answering (the
-  sender cannot know whether the message went through).
+  sender cannot know whether the message went through), every time or a given number of times.
+
+``connections`` counts the TCP connections clients opened (a sender that should reuse one
+connection for many messages can be checked with it).
 
 Standalone use (end-to-end tests, benchmarks)::
 
@@ -191,6 +194,7 @@ class Failures:
     slow_after: int | None = None
     delay: float = 0.0
     drop_after: int | None = None
+    drop_times: int | None = None  # drops left (None: every time)
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,15 @@ class _EphemeralController(Controller):
     port from it first.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections = 0
+
+    def factory(self) -> SMTP:
+        """One SMTP protocol object per accepted connection: count them."""
+        self.connections += 1
+        return super().factory()
+
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -290,22 +303,31 @@ class LocalSMTPServer:
         certificate: LocalCertificate | None = None,
         auth: tuple[str, str] | None = None,
         dump_dir: Path | None = None,
+        smtputf8: bool = True,
     ) -> None:
-        """Configure the server; call start() (or use ``with``) to listen."""
+        """Configure the server; call start() (or use ``with``) to listen.
+
+        ``smtputf8=False`` stops advertising SMTPUTF8 (RFC 6531), as older servers do.
+        """
         self.host = HOST
         self.port = port
         self.certificate = certificate
         self.auth = auth
         self.dump_dir = dump_dir
+        self.smtputf8 = smtputf8
         self.failures = Failures(refused={})
         self._messages: list[ReceivedMessage] = []
         self._changed = threading.Condition()
+        self._connections_before = 0
         self._controller = _EphemeralController(
             _Handler(self), hostname=HOST, port=port, **self._smtp_options()
         )
 
     def _smtp_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"server_hostname": BANNER_HOSTNAME}
+        options: dict[str, Any] = {
+            "server_hostname": BANNER_HOSTNAME,
+            "enable_SMTPUTF8": self.smtputf8,
+        }
         if self.certificate is not None:
             options["tls_context"] = self.certificate.server_context()
             options["require_starttls"] = True
@@ -333,6 +355,8 @@ class LocalSMTPServer:
         """Listen in a background thread; ``port`` holds the real port afterwards."""
         self._controller.start()
         self.port = self._controller.port
+        # start() itself connects once to check readiness; that one is not a client's.
+        self._connections_before = self._controller.connections
         return self
 
     def stop(self) -> None:
@@ -351,6 +375,11 @@ class LocalSMTPServer:
     def client_context(self) -> ssl.SSLContext | None:
         """An SSLContext for smtplib.starttls() that trusts this server (None without TLS)."""
         return self.certificate.client_context() if self.certificate else None
+
+    @property
+    def connections(self) -> int:
+        """How many connections clients opened since start()."""
+        return self._controller.connections - self._connections_before
 
     # -- received messages -------------------------------------------------------------------
 
@@ -403,10 +432,13 @@ class LocalSMTPServer:
         with self._changed:
             self.failures.slow_after, self.failures.delay = count, delay
 
-    def drop_after(self, count: int | None) -> None:
-        """Drop the connection at end of DATA once ``count`` messages were accepted."""
+    def drop_after(self, count: int | None, *, times: int | None = None) -> None:
+        """Drop the connection at end of DATA once ``count`` messages were accepted.
+
+        ``times`` limits how many DATA commands are dropped (None: every one from then on).
+        """
         with self._changed:
-            self.failures.drop_after = count
+            self.failures.drop_after, self.failures.drop_times = count, times
 
     def reset_failures(self) -> None:
         """Switch every failure mode off."""
@@ -424,7 +456,9 @@ class LocalSMTPServer:
             rules, accepted = self.failures, len(self._messages)
             if rules.fail_all is not None:
                 return _DataPlan(reply=rules.fail_all)
-            if _reached(rules.drop_after, accepted):
+            if _reached(rules.drop_after, accepted) and rules.drop_times != 0:
+                if rules.drop_times is not None:
+                    rules.drop_times -= 1
                 return _DataPlan(drop=True)
             return _DataPlan(delay=rules.delay if _reached(rules.slow_after, accepted) else 0.0)
 
