@@ -273,3 +273,26 @@ def test_the_signing_key_is_made_once_unless_the_environment_sets_one(
         assert [m.value for m in session.scalars(select(Meta))] == [first]
     monkeypatch.setenv("LITWATCH_SECRET_KEY", "from-the-environment")
     assert secret_key(engine) == "from-the-environment"
+
+
+def test_add_exist_ok_leaves_an_existing_subscriber_alone(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from crawler.cli.app import cli
+
+    env = {"LITWATCH_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    runner = CliRunner()
+    first = runner.invoke(
+        cli, ["subscribers", "add", "Ada@Example.org", "--topics", "fibromyalgia"], env=env
+    )
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(cli, ["subscribers", "add", "ada@example.org"], env=env)
+    assert again.exit_code == 2 and "already a subscriber" in again.output
+    ok = runner.invoke(
+        cli,
+        ["subscribers", "add", "ada@example.org", "--exist-ok", "--topics", "autoimmunity"],
+        env=env,
+    )
+    assert ok.exit_code == 0 and "unchanged" in ok.output
+    listed = runner.invoke(cli, ["subscribers", "list", "--json"], env=env)
+    assert '"topics": ["fibromyalgia"]' in listed.output

@@ -35,8 +35,13 @@ def subscribers() -> None:
 @click.option(
     "--timezone", "tz", default="UTC", show_default=True, help="IANA time zone, e.g. Europe/Oslo."
 )
+@click.option(
+    "--exist-ok", is_flag=True, help="Succeed without changes when the address is subscribed."
+)
 @pass_app
-def subscribers_add(app: App, email: str, name: str | None, topics: str, fmt: str, tz: str) -> None:
+def subscribers_add(
+    app: App, email: str, name: str | None, topics: str, fmt: str, tz: str, exist_ok: bool
+) -> None:
     """Add a subscriber (active at once: the operator vouches for the address).
 
     \b
@@ -47,6 +52,12 @@ def subscribers_add(app: App, email: str, name: str | None, topics: str, fmt: st
     engine = app.engine()
     try:
         with transaction(engine) as session:
+            existing = subs.find(session, email) if exist_ok else None
+            if existing is not None:
+                click.echo(
+                    f"{existing.email} is already a subscriber ({existing.status}); unchanged"
+                )
+                return
             sub = subs.add(
                 session,
                 email,
