@@ -42,6 +42,7 @@ from apscheduler.events import (
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import CursorResult, Engine, update
 
 from crawler.daemon_lock import DAEMON_LOCK
@@ -56,6 +57,9 @@ log = logging.getLogger("litwatch.daemon")
 
 DIGEST_DONE_KEY = "digest.last_fire"
 DIGEST_JOB = "digest"
+RETRY_JOB = "digest-retries"
+#: How often deferred digest deliveries are looked at.
+RETRY_EVERY = timedelta(minutes=10)
 MISSED_JOB = "digest:missed"
 #: Seconds between two heartbeats (the daemon record that ``litwatch status`` reads).
 HEARTBEAT = 15.0
@@ -237,6 +241,16 @@ class Daemon:
             misfire_grace_time=int(grace.total_seconds()),
         )
         self.job_ids.append(DIGEST_JOB)
+        # Deferred deliveries (a 4xx, a dropped connection) go out after their backoff, not
+        # at next week's digest run.
+        sched.add_job(
+            self.retry_job,
+            IntervalTrigger(seconds=RETRY_EVERY.total_seconds()),
+            id=RETRY_JOB,
+            name="digest retries",
+            executor="digest",
+        )
+        self.job_ids.append(RETRY_JOB)
         missed = missed_digest(self.digest, now, self._digest_done(), grace)
         if missed is None:
             return
@@ -370,6 +384,19 @@ class Daemon:
         if report.fatal:
             result += f"; {report.fatal}"
         log.info("event=digest.done cutoff=%s result=%r", _utc_iso(cutoff), result)
+        return result
+
+    def retry_job(self) -> str:
+        """Send deferred digests whose retry time has come."""
+        from digests.send import retry_pending
+
+        with self.digest_lock:
+            if self.stop.is_set():
+                return "skipped (stopping)"
+            report = retry_pending(self.settings, self.engine, should_stop=self.stop.is_set)
+        result = f"sent {report.sent}, pending {report.pending}, failed {report.failed}"
+        if report.sent or report.failed or report.fatal:
+            log.info("event=digest.retries result=%r fatal=%r", result, report.fatal)
         return result
 
     def _on_job(self, event: JobEvent) -> None:

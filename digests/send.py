@@ -455,3 +455,47 @@ def _dry_run(
         else:
             report.empty += 1
     return report
+
+
+def retry_pending(
+    settings: Settings,
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    lock_timeout: float = 5.0,
+) -> SendReport:
+    """Send the pending deliveries whose retry time has come, planning nothing new.
+
+    The daemon runs this every few minutes, so a digest deferred by a 4xx or a dropped
+    connection goes out after its backoff instead of waiting for next week's digest run.
+    """
+    now = now or utcnow()
+    lock = NamedLock(engine, SEND_LOCK)
+    if not lock.acquire(blocking=True, timeout=lock_timeout):
+        return SendReport()  # a full send is running; it retries what is due itself
+    run = _Run(settings, engine, now)
+    try:
+        with transaction(engine) as session:
+            due = list(
+                session.scalars(
+                    select(Delivery.id)
+                    .where(
+                        Delivery.state == "pending",
+                        (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
+                    )
+                    .order_by(Delivery.id)
+                )
+            )
+        for delivery_id in due:
+            if should_stop():
+                break
+            try:
+                run.deliver(delivery_id)
+            except (FatalDeliveryError, ServerUnavailable) as exc:
+                run.report.fatal = str(exc)
+                break
+    finally:
+        run.close()
+        lock.release()
+    return run.report

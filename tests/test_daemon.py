@@ -352,7 +352,7 @@ def test_scheduler_plans_every_enabled_source_and_the_digest(
     assert info["state"] == "running" and info["running"] is True
     assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
     jobs = {job["id"]: job for job in info["jobs"]}
-    assert set(jobs) == {"crawl:alpha", "digest"}  # beta is disabled
+    assert set(jobs) == {"crawl:alpha", "digest", "digest-retries"}  # beta is disabled
     # alpha succeeded an hour ago: its first run waits for the rest of its 6 h interval.
     assert jobs["crawl:alpha"]["next_run"] == polled + timedelta(hours=6)
     next_digest = jobs["digest"]["next_run"]

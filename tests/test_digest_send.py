@@ -31,7 +31,7 @@ from crawler.store import upsert
 from digests import subscribers as subs
 from digests.mail import message_id
 from digests.render import MAX_HTML_BYTES
-from digests.send import RETRY_BASE, SEND_LOCK, SendReport, send_digests
+from digests.send import RETRY_BASE, SEND_LOCK, SendReport, retry_pending, send_digests
 from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, TokenError, signer_for
 from tests.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.support.smtpserver import LocalCertificate, LocalSMTPServer, ReceivedMessage
@@ -830,3 +830,28 @@ def test_report_is_ok_only_without_failures() -> None:
     assert SendReport(sent=3).ok
     assert not SendReport(sent=3, failed=1).ok
     assert not SendReport(fatal="login refused").ok
+
+
+def test_retry_pending_sends_only_due_deferred_deliveries_and_plans_nothing(
+    engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
+) -> None:
+    """The daemon's retry job: deferred digests go out after their backoff, mid-week."""
+    store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
+    subscribe(engine, "busy@example.org")
+    settings = smtp_settings(tmp_path, engine, plain_smtp)
+    plain_smtp.refuse_recipient("busy@example.org", permanent=False)
+    send_digests(settings, engine, now=NOW)
+    plain_smtp.reset_failures()
+    subscribe(engine, "late@example.org")  # joined after the digest ran: nothing planned for them
+
+    early = retry_pending(settings, engine, now=NOW + RETRY_BASE / 2)
+    assert (early.sent, len(plain_smtp.messages)) == (0, 0)
+
+    later = retry_pending(settings, engine, now=NOW + RETRY_BASE + timedelta(seconds=1))
+    assert later.sent == 1
+    [received] = plain_smtp.messages
+    assert received.rcpt_tos == ("busy@example.org",)
+    assert delivery_of(engine, "busy@example.org").state == "sent"
+    assert {d.subscriber_id for d in deliveries(engine)} == {
+        delivery_of(engine, "busy@example.org").subscriber_id
+    }
