@@ -176,7 +176,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(
         href=lambda url: http_url(url) or "",
-        day=_format_date,
+        day=format_day,
         wrap=_wrap,
         plain=_plain,
         underline=lambda text, char="-": char * len(text),
@@ -192,7 +192,7 @@ def _inliner() -> css_inline.CSSInliner:
     return css_inline.CSSInliner(keep_at_rules=True, minify_css=True, load_remote_stylesheets=False)
 
 
-def _format_date(value: date | None) -> str:
+def format_day(value: date | None) -> str:
     """``3 Mar 2025``: locale-independent, unambiguous on both sides of the Atlantic."""
     if value is None:
         return ""

@@ -194,7 +194,7 @@ def _prism_prefixes(parsed: Any) -> tuple[str, ...]:
 
 def _context(parsed: Any, source_id: str, base_url: str) -> _Context:
     prism = _prism_prefixes(parsed)
-    title = _text_construct(parsed.feed.get("title_detail"))
+    title = text_construct(parsed.feed.get("title_detail"))
     # bioRxiv names the journal on the channel only ("bioRxiv"; the title is "bioRxiv
     # Subject Collection: Genomics").
     journal = _get(parsed.feed, (f"{prefix}_publicationname" for prefix in prism)) or title
@@ -209,7 +209,7 @@ def _paper(entry: Any, ctx: _Context) -> Paper | None:
     """The paper an entry describes, or None when nothing identifies it."""
     url = _url(entry, ctx.base_url)
     doi = _doi(entry, ctx, url)
-    title = _text_construct(entry.get("title_detail"))
+    title = text_construct(entry.get("title_detail"))
     ids = (pmid_ := _pmid(entry), pmcid_ := _pmcid(entry))
     if not (doi or url or title or any(ids)):
         return None
@@ -230,7 +230,7 @@ def _paper(entry: Any, ctx: _Context) -> Paper | None:
     )
 
 
-def _text_construct(detail: Any) -> str | None:
+def text_construct(detail: Any) -> str | None:
     """Plain text of a feedparser text construct, honouring its declared type.
 
     Only a value feedparser typed as HTML is parsed as HTML: a text/plain title such as
@@ -252,7 +252,7 @@ def _entry_texts(entry: Any, needle: str) -> list[str]:
     """
     details = [entry.get("summary_detail"), *entry.get("content", [])]
     wanted = [d for d in details if d and needle in (d.get("value") or "").lower()]
-    return [text for text in map(_text_construct, wanted) if text]
+    return [text for text in map(text_construct, wanted) if text]
 
 
 def _get(entry: Any, keys: Iterable[str]) -> str | None:

@@ -30,7 +30,7 @@ from w3lib.encoding import html_to_unicode
 
 from crawler.items import Paper
 from crawler.normalise import clean_doi, doi_key, find_dois, html_to_text, squash
-from spiders.feed_parse import FeedError, safe_feedparser
+from spiders.feed_parse import FeedError, safe_feedparser, text_construct
 
 __all__ = [
     "NewsFeedError",
@@ -100,25 +100,11 @@ def _news_item(entry: Any) -> NewsItem | None:
         return None
     return NewsItem(
         url=url,
-        title=_feed_text(entry.get("title_detail")),
-        summary=_feed_text(entry.get("summary_detail")),
+        title=text_construct(entry.get("title_detail")),
+        summary=text_construct(entry.get("summary_detail")),
         published=_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
         guid=squash(entry.get("id")) or url,
     )
-
-
-def _feed_text(detail: Any) -> str | None:
-    """Plain text of a feedparser text construct, honouring its declared type.
-
-    feedparser reports ``text/plain`` when the value holds no markup ("a &lt;b&gt; c" arrives
-    as ``a <b> c``): such a value is text and must not be parsed as HTML again.
-    """
-    if not detail:
-        return None
-    value = detail.get("value")
-    if "html" in (detail.get("type") or ""):
-        return html_to_text(value)
-    return squash(value)
 
 
 def _utc(parsed: struct_time | None) -> datetime | None:

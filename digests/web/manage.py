@@ -45,17 +45,23 @@ def _secret(st: WebState, purpose: str, token: str) -> str:
     return value
 
 
+async def _linked(st: WebState, purpose: str, token: str) -> Subscriber | Response:
+    """The subscriber a signed link points at, or the error page to show instead."""
+    try:
+        secret = _secret(st, purpose, token)
+    except TokenError as exc:
+        return bad_link(st, exc)
+    sub = await run_in_threadpool(records.find_by_secret, st.engine, secret)
+    return unknown_link(st) if sub is None else sub
+
+
 async def unsubscribe_page(request: Request) -> Response:
     """GET /u/{token}: the confirmation page with the one-click button."""
     st = web_state(request)
     token = request.path_params["token"]
-    try:
-        secret = _secret(st, UNSUBSCRIBE, token)
-    except TokenError as exc:
-        return bad_link(st, exc)
-    sub = await run_in_threadpool(records.find_by_secret, st.engine, secret)
-    if sub is None:
-        return unknown_link(st)
+    sub = await _linked(st, UNSUBSCRIBE, token)
+    if isinstance(sub, Response):
+        return sub
     return st.page(
         "unsubscribe.html",
         token=token,
@@ -118,13 +124,9 @@ async def preferences_page(request: Request) -> Response:
     """GET /preferences/{token}: topics, format, time zone, and a way to leave."""
     st = web_state(request)
     token = request.path_params["token"]
-    try:
-        secret = _secret(st, PREFERENCES, token)
-    except TokenError as exc:
-        return bad_link(st, exc)
-    sub = await run_in_threadpool(records.find_by_secret, st.engine, secret)
-    if sub is None:
-        return unknown_link(st)
+    sub = await _linked(st, PREFERENCES, token)
+    if isinstance(sub, Response):
+        return sub
     return _preferences_page(st, request, token, sub)
 
 

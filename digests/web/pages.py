@@ -7,7 +7,6 @@ names are escaped (``select_autoescape``), and every page template ends in ``.ht
 
 from __future__ import annotations
 
-from datetime import date
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,9 +15,7 @@ from urllib.parse import urlsplit
 import jinja2
 from starlette.responses import HTMLResponse
 
-from digests.render import http_url
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+from digests.render import format_day, http_url
 
 
 @cache
@@ -34,13 +31,6 @@ def environment() -> jinja2.Environment:
     # The two filters _entry.html relies on, with the same meaning as in digests.render.
     env.filters.update(href=lambda url: http_url(url) or "", day=format_day)
     return env
-
-
-def format_day(value: date | None) -> str:
-    """``3 Mar 2025`` (the digests' date style), "" for None."""
-    if value is None:
-        return ""
-    return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
 
 
 @cache
