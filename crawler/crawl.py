@@ -418,6 +418,10 @@ def _run_process(
 ) -> list[SourceResult]:
     if not runnable:
         return []
+    # Scrapy installs the reactor when the first crawler it *created* starts; a crawler
+    # started before that one finds no reactor. PubMed crawlers start one after another
+    # (chained below), so the others are created, and started, first.
+    runnable = sorted(runnable, key=lambda r: r[0].kind == "pubmed")
     process = process_cls(scrapy_settings(config))
     sink = Sink(engine, out)
     crawlers = []

@@ -1108,3 +1108,39 @@ def test_fake_eutils_serves_distinct_synthetic_records_by_history_page(
         efetch_url(base, webenv="MCID_gone", query_key="1", retstart=0, retmax=5, **common)
     )
     assert b"<ERROR>" in expired
+
+
+@pytest.mark.slow
+def test_one_crawl_of_pubmed_and_feed_sources_together(
+    sqlite_url: str,
+    http_server: LocalHTTPServer,
+    tmp_path: Path,
+    db_engines: Callable[[str], Engine],
+) -> None:
+    """The shipped configuration lists PubMed sources first, then feeds: one crawl runs all.
+
+    Scrapy installs its reactor when the first crawler it created starts; PubMed crawlers
+    start one after another, so a feed crawler must not be started before the first-created
+    crawler (a regression: every feed failed with "expected a Twisted reactor").
+    """
+    records = load_records(FIXTURES / "pubmed_jci144201.xml", edat=utc_today())
+    base_url = FakeEutils(RecordList(records)).install(http_server)
+    http_server.add(
+        "/journal/rss.xml", (FIXTURES / "journal_rss.xml").read_bytes(), content_type=RSS
+    )
+    config = write_config(
+        tmp_path / "litwatch.toml",
+        sqlite_url,
+        [
+            pubmed_source("pubmed-a", base_url, "a", topics=["fibromyalgia"]),
+            pubmed_source("pubmed-b", base_url, "b", topics=["autoimmunity"]),
+            feed_source("jprn", http_server.url("/journal/rss.xml")),
+        ],
+    )
+    done = litwatch_crawl(config)
+    assert_clean_exit(done, 0)
+    rows = summary_rows(done.stdout)
+    assert list(rows) == ["pubmed-a", "pubmed-b", "jprn"]  # the table keeps config order
+    assert {sid: row["status"] for sid, row in rows.items()} == dict.fromkeys(rows, "ok")
+    assert rows["jprn"]["new"] == "3"
+    assert paper_keys(db_engines(sqlite_url), "jprn") == JOURNAL_DOIS
