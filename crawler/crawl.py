@@ -100,6 +100,7 @@ def scrapy_settings(config: Settings) -> dict[str, Any]:
         "COOKIES_ENABLED": False,
         "TELNETCONSOLE_ENABLED": False,
         "LOG_LEVEL": "WARNING",
+        "LOG_FORMATTER": "crawler.pipelines.QuietItemLogFormatter",
         "LOG_ENABLED": True,
         "LOG_INSTALL_ROOT_HANDLER": False,  # our key=value handler (crawler.logs) stays in charge
     }

@@ -223,8 +223,13 @@ def title_fingerprint(title: str | None) -> str | None:
     """
     if not title:
         return None
-    text = unicodedata.normalize("NFKD", title)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    if title.isascii():
+        # NFKD leaves ASCII as it is and no ASCII character is combining: skip the
+        # per-character pass, the costliest step of storing a (mostly ASCII) PubMed batch.
+        text = title.lower()
+    else:
+        text = unicodedata.normalize("NFKD", title)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
     key = _NON_WORD.sub("", text)
     if len(key) < MIN_FINGERPRINT:
         return None

@@ -503,18 +503,22 @@ def _author_name(author: Element) -> str | None:
     """An author as PubMed prints it: "Goebel A", "Smith JR Jr", or a collective name."""
     if author.get("ValidYN") == "N":  # kept by NLM only to record a correction
         return None
-    parts = {child.tag: child for child in author}
-    if "CollectiveName" in parts:
-        return plain_text(parts["CollectiveName"])
-    last = _clean(parts["LastName"].text) if "LastName" in parts else None
+    # One pass over the children, texts only (the last of a repeated element wins): an
+    # ingest reads ~10 authors per record, so this is a hot loop.
+    texts: dict[str, str | None] = {}
+    collective = None
+    for child in author:
+        if child.tag == "CollectiveName":
+            collective = child
+        else:
+            texts[child.tag] = child.text
+    if collective is not None:
+        return plain_text(collective)
+    last = _clean(texts.get("LastName"))
     if not last:
         return None
-    initials = _text_of(parts.get("Initials")) or _initials(_text_of(parts.get("ForeName")))
-    return " ".join(p for p in (last, initials, _text_of(parts.get("Suffix"))) if p)
-
-
-def _text_of(el: Element | None) -> str | None:
-    return None if el is None else _clean(el.text)
+    initials = _clean(texts.get("Initials")) or _initials(_clean(texts.get("ForeName")))
+    return " ".join(p for p in (last, initials, _clean(texts.get("Suffix"))) if p)
 
 
 def _initials(forename: str | None) -> str | None:
