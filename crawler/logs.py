@@ -45,7 +45,11 @@ class _LibraryFilter(logging.Filter):
         return True
 
 
-_LIBRARIES = {"scrapy", "twisted", "py", "filelock", "asyncio", "apscheduler", "alembic", "protego"}
+_LIBRARIES = {
+    "scrapy", "twisted", "py", "filelock", "asyncio", "apscheduler", "alembic", "protego",
+    "tzlocal", "uvicorn", "httpx", "httpcore", "multipart", "python_multipart", "sqlalchemy",
+    "psycopg", "urllib3", "aiosmtpd", "mail",
+}  # fmt: skip
 
 
 def setup_logging(level: str = "info", *, scrapy_level: str = "warning") -> None:
