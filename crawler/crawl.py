@@ -331,6 +331,33 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _note_sigterm() -> list[int]:
+    """From here on a SIGTERM is only noted (see :func:`_replay_sigterm`).
+
+    Scrapy sets crawlers up inside Deferreds and installs its own shutdown handlers only
+    "after startup" of the reactor: an exception raised by a signal handler in between would
+    surface as an error inside a Deferred instead of stopping the crawl.
+    """
+    noted: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, _frame: noted.append(signum))
+    return noted
+
+
+def _replay_sigterm(noted: list[int]) -> None:
+    """Re-send a noted SIGTERM once Scrapy's graceful handler is in place."""
+    from twisted.internet import reactor as installed  # installed by now: crawlers exist
+
+    reactor: Any = installed
+
+    def replay() -> None:
+        if noted:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # callLater(0) runs after every "after startup" trigger, Scrapy's included.
+    reactor.addSystemEventTrigger("after", "startup", lambda: reactor.callLater(0, replay))
+
+
 def _close_interrupted(engine: Engine, run_ids: list[int | None]) -> None:
     """Close runs that never got their results (the crawl was stopped before Scrapy ran)."""
     ids = [run_id for run_id in run_ids if run_id is not None]
@@ -423,6 +450,7 @@ def _run_process(
     # started before that one finds no reactor. PubMed crawlers start one after another
     # (chained below), so the others are created, and started, first.
     runnable = sorted(runnable, key=lambda r: r[0].kind == "pubmed")
+    noted = _note_sigterm()
     process = process_cls(scrapy_settings(config))
     sink = Sink(engine, out)
     crawlers = []
@@ -445,6 +473,7 @@ def _run_process(
             lambda: progress([c.spider for c in crawlers if c.spider is not None])
         )
         loop.start(0.25)
+    _replay_sigterm(noted)
     process.start()
     results = []
     for (source, _state, run_id), crawler in zip(runnable, crawlers, strict=True):

@@ -682,7 +682,8 @@ def test_names_are_escaped_once_in_html_and_kept_in_text(
     assert "<b>" not in zoe_html and "Yan" not in zoe_html
     assert "Zoë <b>&amp;</b>" in zoe_text
     assert "Yan" in body(by_rcpt["yan@example.org"], "plain")
-    assert "Zo" not in body(by_rcpt["yan@example.org"], "html")
+    # (not just "Zo": the random signed tokens in the links may contain those two letters)
+    assert "Zoë" not in body(by_rcpt["yan@example.org"], "html")
 
 
 @SQLITE_ONLY
