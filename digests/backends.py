@@ -16,11 +16,16 @@ import ssl
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from email.utils import getaddresses
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
 from crawler.settings import EmailSettings
+from digests.mail import DigestMail, flatten
+
+#: What a backend sends: a digest (written the fast way) or any other message.
+Mail = EmailMessage | DigestMail
 
 
 class TemporaryFailure(Exception):
@@ -42,7 +47,7 @@ class FatalDeliveryError(Exception):
 class Backend(Protocol):
     name: str
 
-    def send(self, msg: EmailMessage, recipient: str) -> None: ...
+    def send(self, msg: Mail, recipient: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -56,7 +61,9 @@ class FileBackend:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
 
-    def send(self, msg: EmailMessage, recipient: str) -> None:
+    def send(self, msg: Mail, recipient: str) -> None:
+        if isinstance(msg, DigestMail):
+            msg = msg.message()
         stem = _file_stem(msg)
         _atomic_write(self.outbox / f"{stem}.eml", bytes(msg))
         part = msg.get_body(preferencelist=("html",))
@@ -169,14 +176,14 @@ class SmtpBackend:
             now = self._next_slot
         self._next_slot = now + 60.0 / self.per_minute
 
-    def send(self, msg: EmailMessage, recipient: str) -> None:
+    def send(self, msg: Mail, recipient: str) -> None:
         """Send one message; TemporaryFailure, PermanentFailure or FatalDeliveryError."""
         self._pace()
         for attempt in (1, 2):
             if self.conn is None:
                 self.conn = self._connect()
             try:
-                self.conn.send_message(msg, to_addrs=[recipient])
+                self._transmit(self.conn, msg, recipient)
             except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
                 # Dropped (a restart, an idle limit): reconnect and try once more. Whether
                 # the server kept the message is unknowable; the stable Message-ID lets the
@@ -193,6 +200,27 @@ class SmtpBackend:
                 raise self._lost(f"connection failed: {_reason(exc)}") from None
             self._lost_in_a_row = 0
             return
+
+    def _transmit(self, conn: smtplib.SMTP, msg: Mail, recipient: str) -> None:
+        """Flatten ``msg`` once and hand the bytes to ``sendmail``.
+
+        ``send_message`` would copy the message and flatten it again; the envelope and the
+        SMTPUTF8 rule (RFC 6531) are the same as there: an address that is not ASCII needs
+        the extension, and then the headers go out in UTF-8 instead of encoded words.
+        """
+        sender = msg.sender if isinstance(msg, DigestMail) else _envelope_sender(msg)
+        options: list[str] = []
+        if not (sender + recipient).isascii():
+            conn.ehlo_or_helo_if_needed()  # has_extn only knows after EHLO
+            if not conn.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError(
+                    "One or more source or delivery addresses require"
+                    " internationalized email support, but the server"
+                    " does not advertise the required SMTPUTF8 capability"
+                )
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+        data = msg.wire() if isinstance(msg, DigestMail) else flatten(msg, utf8=bool(options))
+        conn.sendmail(sender, [recipient], data, options)
 
     def _lost(self, reason: str) -> TemporaryFailure:
         self._lost_in_a_row += 1
@@ -250,6 +278,11 @@ class SmtpBackend:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _envelope_sender(msg: EmailMessage) -> str:
+    """The address of the From header (the sender send_message would use)."""
+    return getaddresses([str(msg["From"])])[0][1]
 
 
 def _text(raw: bytes | str) -> str:

@@ -73,6 +73,62 @@ def select_paper_ids(
     return list(session.scalars(stmt))
 
 
+def previous_cutoffs(
+    session: Session, subscriber_ids: Sequence[int], cutoff: datetime
+) -> dict[int, datetime]:
+    """The latest earlier digest cutoff of each of these subscribers (window_start in bulk)."""
+    out: dict[int, datetime] = {}
+    for start in range(0, len(subscriber_ids), _CHUNK):
+        chunk = list(subscriber_ids[start : start + _CHUNK])
+        rows = session.execute(
+            select(Delivery.subscriber_id, func.max(Delivery.cutoff))
+            .where(Delivery.subscriber_id.in_(chunk), Delivery.cutoff < cutoff)
+            .group_by(Delivery.subscriber_id)
+        )
+        # A Result has keys() (its column names): dict.update would read it as a mapping.
+        out.update((sid, latest) for sid, latest in rows)
+    return out
+
+
+def candidate_ids(
+    session: Session, topics: Sequence[str], start: datetime, cutoff: datetime
+) -> list[int]:
+    """Ids of the papers on ``topics`` first seen in [start, cutoff), before exclusions.
+
+    select_paper_ids minus the papers already sent: shared by every subscriber with the same
+    topics and window, so a page of them needs one query instead of one each.
+    """
+    on_topic = select(PaperTopic.paper_id).where(PaperTopic.topic.in_(list(topics)))
+    stmt = (
+        select(PaperRow.id)
+        .where(
+            PaperRow.first_seen >= start,
+            PaperRow.first_seen < cutoff,
+            PaperRow.id.in_(on_topic),
+        )
+        .order_by(PaperRow.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def delivered_papers(
+    session: Session, subscriber_ids: Sequence[int], paper_ids: Sequence[int]
+) -> dict[int, set[int]]:
+    """Which of ``paper_ids`` each subscriber was already given (in any earlier delivery)."""
+    out: dict[int, set[int]] = defaultdict(set)
+    for start in range(0, len(paper_ids), _CHUNK):
+        chunk = list(paper_ids[start : start + _CHUNK])
+        for sid, pid in session.execute(
+            select(Delivery.subscriber_id, DeliveryPaper.paper_id)
+            .join(Delivery, Delivery.id == DeliveryPaper.delivery_id)
+            .where(
+                Delivery.subscriber_id.in_(list(subscriber_ids)), DeliveryPaper.paper_id.in_(chunk)
+            )
+        ):
+            out[sid].add(pid)
+    return out
+
+
 def entries_for(session: Session, paper_ids: Sequence[int]) -> list[Entry]:
     """Digest entries for these papers, with their topics and press coverage."""
     out: list[Entry] = []

@@ -10,13 +10,17 @@ commit) is milliseconds wide, and the stable Message-ID lets receivers drop a re
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, Update, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber, utcnow
@@ -32,7 +36,8 @@ from digests.backends import (
     make_backend,
 )
 from digests.compose import Composer, Personal
-from digests.mail import MailConfigError, build_message, check_sender, message_id
+from digests.mail import DigestMail, MailConfigError, check_sender, message_id
+from digests.model import Entry
 from digests.render import Rendered
 from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, signer_for
 
@@ -88,17 +93,34 @@ def backoff(attempts: int) -> timedelta:
     return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
 
 
-def _subscribers(engine: Engine, only: str | None) -> Iterator[Subscriber]:
+def _pages(engine: Engine, only: str | None) -> Iterator[list[Subscriber]]:
+    """Active subscribers in pages, in id order; ``only``: just that (case-folded) address."""
     last = 0
     while True:
         with transaction(engine) as session:
             page = sel.active_subscribers(session, after_id=last)
-            if only is not None:
-                page = [s for s in page if s.email_key == only.casefold()]
         if not page:
             return
-        yield from page
         last = page[-1].id
+        if only is not None:
+            page = [s for s in page if s.email_key == only.casefold()]
+        if page:
+            yield page
+
+
+def _subscribers(engine: Engine, only: str | None) -> Iterator[Subscriber]:
+    for page in _pages(engine, only):
+        yield from page
+
+
+def _planned(
+    engine: Engine, settings: Settings, only: str | None, period_end: date | None, now: datetime
+) -> Iterator[tuple[Subscriber, PagePlan]]:
+    """Each subscriber with its page's plan, read when the page's turn comes."""
+    for page in _pages(engine, only):
+        page_plan = PagePlan(engine, settings, page, period_end, now)
+        for sub in page:
+            yield sub, page_plan
 
 
 def plan(
@@ -145,34 +167,256 @@ def plan(
         return delivery.id, "due"
 
 
-def _render(
-    engine: Engine, composer: Composer, links: Links, delivery_id: int
-) -> tuple[Delivery, Subscriber, Rendered]:
+class Entries:
+    """The digest entries of each distinct paper-id tuple, loaded once per run.
+
+    Most subscribers of one run share their papers, so their entries (3 queries and 20-40
+    objects each) are built once per distinct content instead of once per subscriber; the
+    Composer caches the render by the same key. A run lasts minutes: papers edited meanwhile
+    reach the next run's digests, as they would if the edit came a moment later.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._cache: OrderedDict[tuple[int, ...], list[Entry]] = OrderedDict()
+        self._size = size
+
+    def cached(self, ids: tuple[int, ...]) -> list[Entry] | None:
+        """The entries of ``ids`` if this run loaded them already."""
+        entries = self._cache.get(ids)
+        if entries is not None:
+            self._cache.move_to_end(ids)
+        return entries
+
+    def get(self, session: Session, ids: tuple[int, ...]) -> list[Entry]:
+        """The entries of ``ids`` (sorted), from the cache or loaded with ``session``."""
+        entries = self._cache.get(ids)
+        if entries is None:
+            entries = sel.entries_for(session, ids)
+            self._cache[ids] = entries
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(ids)
+        return entries
+
+
+@dataclass
+class _Pending:
+    """A delivery row as planning needs it."""
+
+    id: int
+    period: date
+    state: str
+    next_attempt_at: datetime | None
+
+
+class PagePlan:
+    """What planning a page of subscribers needs, read in one transaction.
+
+    Per subscriber, planning took two transactions and six queries (its deliveries, itself,
+    the previous cutoff, the papers); a page of 500 now shares five or so. Only this run
+    changes a subscriber's deliveries (the send lock), so what is read here stays true while
+    the page is sent; the subscriber row itself is read again when its delivery is created.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        page: Sequence[Subscriber],
+        period_end: date | None,
+        now: datetime,
+    ) -> None:
+        self.settings = settings
+        self.now = now
+        self.cutoffs = {
+            s.id: sel.cutoff_for(s.timezone, period_end=period_end, now=now) for s in page
+        }
+        self.periods = {s.id: sel.period_of(self.cutoffs[s.id], s.timezone) for s in page}
+        self.deliveries: dict[int, list[_Pending]] = defaultdict(list)
+        self.papers: dict[int, list[int]] = {}
+        with transaction(engine) as session:
+            self._read_deliveries(session, [s.id for s in page])
+            self._read_papers(session, [s for s in page if self._new(s.id)])
+
+    def _new(self, subscriber_id: int) -> bool:
+        period = self.periods[subscriber_id]
+        return all(d.period != period for d in self.deliveries[subscriber_id])
+
+    def _read_deliveries(self, session: Session, ids: list[int]) -> None:
+        """Each subscriber's pending deliveries and the one of this period, by period."""
+        rows = session.execute(
+            select(Delivery.subscriber_id, Delivery.id, Delivery.period)
+            .add_columns(Delivery.state, Delivery.next_attempt_at)
+            .where(
+                Delivery.subscriber_id.in_(ids),
+                or_(Delivery.state == "pending", Delivery.period.in_(set(self.periods.values()))),
+            )
+            .order_by(Delivery.period, Delivery.id)
+        )
+        for sid, *rest in rows.tuples():
+            self.deliveries[sid].append(_Pending(*rest))
+
+    def _read_papers(self, session: Session, page: list[Subscriber]) -> None:
+        """select_paper_ids for every subscriber that needs a new delivery, in bulk."""
+        lookback = self.settings.digest.first_lookback
+        by_cutoff: dict[datetime, list[int]] = defaultdict(list)
+        for sub in page:
+            by_cutoff[self.cutoffs[sub.id]].append(sub.id)
+        previous: dict[int, datetime] = {}
+        for cutoff, ids in by_cutoff.items():
+            previous.update(sel.previous_cutoffs(session, ids, cutoff))
+        shared: dict[tuple[tuple[str, ...], datetime, datetime], list[int]] = {}
+        wanted: dict[int, list[int]] = {}
+        for sub in page:
+            cutoff = self.cutoffs[sub.id]
+            key = (tuple(sub.topics or ()), previous.get(sub.id, cutoff) - lookback, cutoff)
+            if key not in shared:
+                shared[key] = sel.candidate_ids(session, *key)
+            wanted[sub.id] = shared[key]
+        every = sorted({pid for ids in shared.values() for pid in ids})
+        given = sel.delivered_papers(session, [s.id for s in page], every) if every else {}
+        for sid, ids in wanted.items():
+            had = given.get(sid, set())
+            self.papers[sid] = [pid for pid in ids if pid not in had]
+
+    def earlier(self, sub: Subscriber) -> tuple[list[int], int]:
+        """As earlier_pending: (ids of older pending deliveries due again, how many wait)."""
+        period = self.periods[sub.id]
+        rows = [d for d in self.deliveries[sub.id] if d.state == "pending" and d.period < period]
+        due = [d.id for d in rows if d.next_attempt_at is None or d.next_attempt_at <= self.now]
+        return due, len(rows) - len(due)
+
+    def plan(self, engine: Engine, sub: Subscriber) -> tuple[int | Planned | None, str]:
+        """As :func:`plan`, from what the page read: one transaction, three statements."""
+        period = self.periods[sub.id]
+        for existing in self.deliveries[sub.id]:
+            if existing.period == period:
+                if existing.state != "pending":
+                    return None, "sent"
+                at = existing.next_attempt_at
+                return (existing.id, "due") if at is None or at <= self.now else (None, "waiting")
+        cutoff = self.cutoffs[sub.id]
+        with transaction(engine) as session:
+            fresh = session.get(Subscriber, sub.id)
+            if fresh is None or fresh.status != "active":
+                return None, "inactive"
+            ids = self.papers[sub.id]
+            if list(fresh.topics or ()) != list(sub.topics or ()):  # changed since the page read
+                ids = sel.select_paper_ids(
+                    session, fresh, cutoff, self.settings.digest.first_lookback
+                )
+            if not ids and not self.settings.digest.send_empty:
+                return None, "empty"
+            return _insert_delivery(session, self.settings, fresh, period, cutoff, ids, self.now)
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_INSERT_DELIVERY = insert(_DELIVERIES).returning(_DELIVERIES.c.id)
+_INSERT_PAPERS = insert(cast(Table, DeliveryPaper.__table__))
+
+
+def _insert_delivery(
+    session: Session,
+    settings: Settings,
+    sub: Subscriber,
+    period: date,
+    cutoff: datetime,
+    ids: Sequence[int],
+    now: datetime,
+) -> tuple[Planned | None, str]:
+    """Insert a pending delivery and its papers (one executemany); (it, "due")."""
+    delivery = Delivery(
+        subscriber_id=sub.id,
+        period=period,
+        cutoff=cutoff,
+        state="pending",
+        attempts=0,
+        message_id=message_id(sub.id, period, settings.email.from_),
+        paper_count=len(ids),
+        created_at=now,
+    )
+    row = {key: getattr(delivery, key) for key in _INSERTED}
+    # Core statements with bound parameters: compiled once per run, not once per subscriber.
+    conn = session.connection()
+    try:
+        with conn.begin_nested():
+            delivery.id = conn.execute(_INSERT_DELIVERY, row).scalar_one()
+    except IntegrityError:  # another sender planned it a moment ago
+        return None, "sent"
+    if ids:
+        conn.execute(_INSERT_PAPERS, [{"delivery_id": delivery.id, "paper_id": pid} for pid in ids])
+    return Planned(delivery, sub, tuple(ids)), "due"
+
+
+_INSERTED = (
+    "subscriber_id",
+    "period",
+    "cutoff",
+    "state",
+    "attempts",
+    "message_id",
+    "paper_count",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A delivery just created, with what sending it needs (no need to read it back)."""
+
+    delivery: Delivery  # a detached copy of the row as inserted
+    sub: Subscriber  # as read in the planning transaction
+    ids: tuple[int, ...]  # its papers, in id order
+
+
+def _load(engine: Engine, entries: Entries, delivery_id: int) -> Planned:
+    """A planned delivery read back from the database (a retry, a rerun after a crash)."""
     with transaction(engine) as session:
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         sub = session.get(Subscriber, delivery.subscriber_id)
         assert sub is not None
-        ids = list(
+        ids = tuple(
             session.scalars(
                 select(DeliveryPaper.paper_id)
                 .where(DeliveryPaper.delivery_id == delivery_id)
                 .order_by(DeliveryPaper.paper_id)
             )
         )
-        entries = sel.entries_for(session, ids)
+        entries.get(session, ids)  # loaded here, in the same snapshot, when not cached
+    return Planned(delivery, sub, ids)
+
+
+def _render(
+    engine: Engine, composer: Composer, entries: Entries, links: Links, target: int | Planned
+) -> tuple[Delivery, Subscriber, Rendered]:
+    planned = _load(engine, entries, target) if isinstance(target, int) else target
+    papers = entries.cached(planned.ids)
+    if papers is None:
+        with transaction(engine) as session:
+            papers = entries.get(session, planned.ids)
+    delivery, sub = planned.delivery, planned.sub
     rendered = composer.compose(
-        entries, sub.topics, delivery.period, sub.format, links.personal(sub)
+        papers, sub.topics, delivery.period, sub.format, links.personal(sub)
     )
     return delivery, sub, rendered
 
 
 def _record(engine: Engine, delivery_id: int, **values: object) -> None:
-    with transaction(engine) as session:
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
-        for key, value in values.items():
-            setattr(delivery, key, value)
+    # One UPDATE in its own commit: the exactly-once rule needs the commit, not the ORM.
+    with engine.begin() as conn:
+        conn.execute(_update_for(tuple(sorted(values))), {"delivery_id": delivery_id, **values})
+
+
+@functools.cache
+def _update_for(columns: tuple[str, ...]) -> Update:
+    """``UPDATE deliveries SET <columns> WHERE id = :delivery_id``, built (and compiled) once."""
+    return (
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.id == bindparam("delivery_id"))
+        .values({name: bindparam(name) for name in columns})
+    )
 
 
 def deliver_one(
@@ -180,22 +424,24 @@ def deliver_one(
     settings: Settings,
     backend: Backend,
     composer: Composer,
+    entries: Entries,
     links: Links,
-    delivery_id: int,
+    target: int | Planned,
     report: SendReport,
     now: datetime,
 ) -> None:
-    """Send one planned delivery and record the outcome at once.
+    """Send one planned delivery (its id, or just planned) and record the outcome at once.
 
     ServerUnavailable and FatalDeliveryError propagate (after recording this delivery as
     still pending) because they stop the run.
     """
-    delivery, sub, rendered = _render(engine, composer, links, delivery_id)
+    delivery, sub, rendered = _render(engine, composer, entries, links, target)
+    delivery_id = delivery.id
     if sub.status != "active":
         _record(engine, delivery_id, state="failed", last_error="subscriber left before sending")
         report.failed += 1
         return
-    msg = build_message(
+    msg = DigestMail(
         rendered,
         from_header=settings.email.from_,
         to_email=sub.email,
@@ -317,29 +563,28 @@ class _Run:
         self.now = now
         self.report = SendReport()
         self.composer = make_composer(settings)
+        self.entries = Entries()
         self.links = Links(settings, signer_for(engine))
         smtp = settings.email.smtp
         self.cap = smtp.max_per_run if settings.email.backend == "smtp" else 0
         self.attempted = 0
         self.backend: Backend | None = None
 
-    def subscriber(self, sub: Subscriber, period_end: date | None) -> None:
+    def subscriber(self, sub: Subscriber, page: PagePlan) -> None:
         """Retry the subscriber's older pending digests, then plan and send this period's."""
-        cutoff = sel.cutoff_for(sub.timezone, period_end=period_end, now=self.now)
-        period = sel.period_of(cutoff, sub.timezone)
-        due, waiting = earlier_pending(self.engine, sub.id, period, self.now)
+        due, waiting = page.earlier(sub)
         self.report.pending += waiting
         for earlier in due:
             self.deliver(earlier)
-        delivery_id, why = plan(self.engine, self.settings, sub, cutoff, self.now)
-        if delivery_id is None:
+        target, why = page.plan(self.engine, sub)
+        if target is None:
             self.report.empty += why == "empty"
             self.report.already += why == "sent"
             self.report.pending += why == "waiting"
             return
-        self.deliver(delivery_id)
+        self.deliver(target)
 
-    def deliver(self, delivery_id: int) -> None:
+    def deliver(self, target: int | Planned) -> None:
         if self.cap and self.attempted >= self.cap:
             self.report.pending += 1  # planned; the next run sends it
             return
@@ -351,8 +596,9 @@ class _Run:
             self.settings,
             self.backend,
             self.composer,
+            self.entries,
             self.links,
-            delivery_id,
+            target,
             self.report,
             self.now,
         )
@@ -412,11 +658,11 @@ def _send_all(
 ) -> SendReport:
     run = _Run(settings, engine, now)
     try:
-        for sub in _subscribers(engine, only):
+        for sub, page in _planned(engine, settings, only, period_end, now):
             if should_stop():
                 break
             try:
-                run.subscriber(sub, period_end)
+                run.subscriber(sub, page)
             except (FatalDeliveryError, ServerUnavailable) as exc:
                 run.report.fatal = str(exc)
                 break
