@@ -30,7 +30,8 @@ _DOI_PREFIX = re.compile(
     r"^(?:https?://(?:dx\.|www\.)?doi\.org/|(?:dx\.)?doi\.org/|info:doi/|urn:doi:|doi\s*:\s*|doi\s+)",
     re.IGNORECASE,
 )
-_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060\u00ad"), None)
+# NUL too: PostgreSQL refuses it in text, and it is never meaningful in a title.
+_INVISIBLE = dict.fromkeys(map(ord, "\x00\ufeff\u200b\u200c\u200d\u2060\u00ad"), None)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _TRAILING = ".,;:'\"!?*"
 _PAIRS = {")": "(", "]": "[", "}": "{", ">": "<"}

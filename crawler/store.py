@@ -51,6 +51,11 @@ class UpsertResult:
     paper_ids: list[int] = field(default_factory=list)
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL (SQLite can): drop it from network text before storing.
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
 def prepare(item: Paper) -> dict[str, Any]:
     """A paper row (as a dict) from an item: identifiers normalised, fingerprint computed."""
     doi = normalise.clean_doi(item.doi)
@@ -61,14 +66,14 @@ def prepare(item: Paper) -> dict[str, Any]:
         "pmcid": normalise.pmcid(item.pmcid),
         "title": normalise.squash(item.title),
         "title_key": normalise.title_fingerprint(item.title),
-        "abstract": item.abstract.strip() if item.abstract else None,
+        "abstract": _no_nul(item.abstract).strip() or None if item.abstract else None,
         "journal": normalise.squash(item.journal),
         "published": item.published,
         "year": item.published.year if item.published else None,
-        "authors": list(item.authors),
-        "publication_types": list(item.publication_types),
-        "mesh": list(item.mesh),
-        "keywords": list(item.keywords),
+        "authors": [_no_nul(a) for a in item.authors],
+        "publication_types": [_no_nul(t) for t in item.publication_types],
+        "mesh": [_no_nul(m) for m in item.mesh],
+        "keywords": [_no_nul(k) for k in item.keywords],
         "rank": item.rank,
     }
 

@@ -509,3 +509,28 @@ def test_engine_url_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         assert make_engine(url).url.drivername == "postgresql+psycopg"
     with pytest.raises(DatabaseError, match="invalid database URL"):
         make_engine("not a url")
+
+
+def test_nul_characters_from_the_network_are_dropped_on_both_databases(engine: Engine) -> None:
+    """PostgreSQL refuses NUL in text; one stray byte in a feed must not fail the batch."""
+    from sqlalchemy import select
+
+    from crawler.db.models import PaperRow
+
+    item = Paper(
+        source_id="feed-x",
+        origin="feed",
+        url="https://example.org/a",
+        doi="10.5555/nul.1",
+        title="Autoantibodies\x00 in fibromyalgia: a cohort study of pain",
+        abstract="Serum IgG\x00 <5 pg/mL",
+        authors=["Ann\x00 Smith"],
+        keywords=["pain\x00"],
+    )
+    result = upsert(engine, [item])
+    assert len(result.new_paper_ids) == 1
+    with engine.connect() as conn:
+        row = conn.execute(select(PaperRow.title, PaperRow.abstract, PaperRow.authors)).one()
+    assert row.title == "Autoantibodies in fibromyalgia: a cohort study of pain"
+    assert row.abstract == "Serum IgG <5 pg/mL"
+    assert row.authors == ["Ann Smith"]
