@@ -123,6 +123,22 @@ def _planned(
             yield sub, page_plan
 
 
+def _pending(
+    settings: Settings, sub: Subscriber, period: date, cutoff: datetime, papers: int, now: datetime
+) -> Delivery:
+    """A new pending delivery with its fixed Message-ID (both planning paths build it here)."""
+    return Delivery(
+        subscriber_id=sub.id,
+        period=period,
+        cutoff=cutoff,
+        state="pending",
+        attempts=0,
+        message_id=message_id(sub.id, period, settings.email.from_),
+        paper_count=papers,
+        created_at=now,
+    )
+
+
 def plan(
     engine: Engine, settings: Settings, sub: Subscriber, cutoff: datetime, now: datetime
 ) -> tuple[int | None, str]:
@@ -148,16 +164,7 @@ def plan(
         ids = sel.select_paper_ids(session, fresh, cutoff, settings.digest.first_lookback)
         if not ids and not settings.digest.send_empty:
             return None, "empty"
-        delivery = Delivery(
-            subscriber_id=sub.id,
-            period=period,
-            cutoff=cutoff,
-            state="pending",
-            attempts=0,
-            message_id=message_id(sub.id, period, settings.email.from_),
-            paper_count=len(ids),
-            created_at=now,
-        )
+        delivery = _pending(settings, sub, period, cutoff, len(ids), now)
         try:
             with session.begin_nested():
                 session.add(delivery)
@@ -326,16 +333,7 @@ def _insert_delivery(
     now: datetime,
 ) -> tuple[Planned | None, str]:
     """Insert a pending delivery and its papers (one executemany); (it, "due")."""
-    delivery = Delivery(
-        subscriber_id=sub.id,
-        period=period,
-        cutoff=cutoff,
-        state="pending",
-        attempts=0,
-        message_id=message_id(sub.id, period, settings.email.from_),
-        paper_count=len(ids),
-        created_at=now,
-    )
+    delivery = _pending(settings, sub, period, cutoff, len(ids), now)
     row = {key: getattr(delivery, key) for key in _INSERTED}
     # Core statements with bound parameters: compiled once per run, not once per subscriber.
     conn = session.connection()
