@@ -387,9 +387,19 @@ class Daemon:
         return result
 
     def retry_job(self) -> str:
-        """Send deferred digests whose retry time has come."""
+        """Finish a digest run that was cut short, else send deferred digests now due.
+
+        A digest run stopped by the server (unreachable, login refused) planned only the
+        subscribers before the stop; the others would wait for next week's run. So while its
+        fire time is within the grace and not marked done, this job runs the digest again:
+        it sends what is due and plans the rest, each exactly once as always.
+        """
         from digests.send import retry_pending
 
+        grace = self.settings.digest.misfire_grace
+        if missed_digest(self.digest, utcnow(), self._digest_done(), grace) is not None:
+            log.info("event=digest.resume reason=last_run_unfinished")
+            return self.digest_job()
         with self.digest_lock:
             if self.stop.is_set():
                 return "skipped (stopping)"

@@ -47,6 +47,9 @@ class FatalDeliveryError(Exception):
 class Backend(Protocol):
     name: str
 
+    def prepare(self, msg: Mail) -> None:
+        """Do the CPU work of turning ``msg`` into what :meth:`send` writes, ahead of it."""
+
     def send(self, msg: Mail, recipient: str) -> None: ...
 
     def close(self) -> None: ...
@@ -60,6 +63,9 @@ class FileBackend:
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
+
+    def prepare(self, msg: Mail) -> None:
+        pass  # writing a file is the work
 
     def send(self, msg: Mail, recipient: str) -> None:
         if isinstance(msg, DigestMail):
@@ -175,6 +181,10 @@ class SmtpBackend:
             self._sleep(self._next_slot - now)
             now = self._next_slot
         self._next_slot = now + 60.0 / self.per_minute
+
+    def prepare(self, msg: Mail) -> None:
+        if isinstance(msg, DigestMail):
+            msg.wire()  # built once and kept: send() writes the same bytes
 
     def send(self, msg: Mail, recipient: str) -> None:
         """Send one message; TemporaryFailure, PermanentFailure or FatalDeliveryError."""

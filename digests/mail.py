@@ -160,6 +160,14 @@ class DigestMail:
     def wire(self) -> bytes:
         """The same message as :meth:`message` gives, flattened for SMTP (CRLF line ends).
 
+        Built once per message (the sender's thread sends what the planning thread built).
+        """
+        return self._wire
+
+    @functools.cached_property
+    def _wire(self) -> bytes:
+        """See :meth:`wire`.
+
         Assembled directly: building and flattening an EmailMessage parses and refolds every
         header and writes the bodies line by line in Python, several times the cost of the
         SMTP exchange itself. An address that is not ASCII goes out as UTF-8 (SMTPUTF8,

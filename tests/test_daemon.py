@@ -16,13 +16,14 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 import crawler.daemon as daemon_module
 from crawler.daemon import (
@@ -35,13 +36,14 @@ from crawler.daemon import (
 )
 from crawler.daemon_lock import DAEMON_LOCK, daemon_running
 from crawler.db.engine import transaction
-from crawler.db.models import CrawlRun, Meta, SourceState
+from crawler.db.models import CrawlRun, Delivery, Meta, SourceState
 from crawler.locks import NamedLock
 from crawler.schedule import digest_trigger, latest_fire
 from crawler.settings import Settings, load_settings
 from crawler.status import daemon_info
 from digests import subscribers
 from tests.support.db import migrated_engine
+from tests.support.smtpserver import LocalSMTPServer
 
 CONFIG = """
 [database]
@@ -52,7 +54,7 @@ cron = "{cron}"
 send_empty = true
 
 [email]
-backend = "file"
+backend = "{backend}"
 outbox_dir = "{outbox}"
 
 [daemon]
@@ -73,11 +75,19 @@ enabled = false
 
 
 def make_settings(
-    tmp_path: Path, url: str, *, cron: str = "0 7 * * *", timeout: str = "30m"
+    tmp_path: Path,
+    url: str,
+    *,
+    cron: str = "0 7 * * *",
+    timeout: str = "30m",
+    backend: str = "file",
+    extra: str = "",
 ) -> Settings:
     path = tmp_path / "litwatch.toml"
-    text = CONFIG.format(url=url, cron=cron, outbox=tmp_path / "outbox", timeout=timeout)
-    path.write_text(text, encoding="utf-8")
+    text = CONFIG.format(
+        url=url, cron=cron, outbox=tmp_path / "outbox", timeout=timeout, backend=backend
+    )
+    path.write_text(text + extra, encoding="utf-8")
     return load_settings(path, environ={})
 
 
@@ -196,6 +206,38 @@ def test_digest_job_sends_once_and_marks_its_fire_time_done(
     # The same period again (a restart, a coalesced fire): nothing more goes out.
     assert daemon.digest_job() == "sent 0, pending 0, failed 0"
     assert len(outbox_messages(tmp_path)) == 2
+
+
+def test_retry_job_finishes_a_digest_run_the_server_cut_short(
+    tmp_path: Path, db_url: str, engine: Engine, smtp_server: LocalSMTPServer
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on: the server is down
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    smtp = '\n[email.smtp]\nhost = "127.0.0.1"\nstarttls = false\nport = {}\n'
+    down = make_settings(tmp_path, db_url, backend="smtp", extra=smtp.format(closed_port))
+    emails = [f"reader{i}@example.org" for i in range(3)]
+    for email in emails:
+        add_subscriber(down, engine, email)
+    now = datetime.now(UTC)
+    expected = latest_fire(digest_trigger("0 7 * * *", "UTC"), now - timedelta(days=1), now)
+
+    first = Daemon(down, engine, None)
+    assert "cannot connect" in first.digest_job()
+    assert digest_done(engine) is None  # not done: the run stopped at its first message
+
+    # The server is back: the next retry tick runs the digest again (not only the
+    # deliveries already planned). The one tried before waits out its backoff.
+    up = make_settings(tmp_path, db_url, backend="smtp", extra=smtp.format(smtp_server.port))
+    later = Daemon(up, engine, None)
+    assert later.retry_job() == "sent 2, pending 1, failed 0"
+    assert digest_done(engine) == expected
+    with transaction(engine) as session:  # its backoff has passed
+        session.execute(update(Delivery).values(next_attempt_at=now - timedelta(minutes=1)))
+    assert later.retry_job() == "sent 1, pending 0, failed 0"
+    assert Counter(r for m in smtp_server.messages for r in m.rcpt_tos) == Counter(emails)
+    assert later.retry_job() == "sent 0, pending 0, failed 0"
+    assert len(smtp_server.messages) == 3
 
 
 def test_stopping_daemon_neither_sends_nor_marks_done(

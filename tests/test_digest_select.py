@@ -17,7 +17,8 @@ from crawler.db.engine import transaction
 from crawler.db.models import Delivery, PaperTopic
 from digests import select as sel
 from digests import subscribers as subs
-from digests.send import plan, send_digests
+from digests.planning import PagePlan, plan
+from digests.send import send_digests
 from tests.test_digest_send import (
     NOW,
     SQLITE_ONLY,
@@ -141,6 +142,27 @@ def test_papers_planned_in_a_pending_digest_are_not_selected_again(
     [later] = store(engine, [paper(2, "fibromyalgia")], NOW + timedelta(days=1))
     assert selected(engine, "ada@example.org", NOW + timedelta(days=7)) == {later}
     assert papers_of(engine, delivery_id) == {first}
+
+
+def test_a_delivery_planned_meanwhile_by_another_sender_is_not_planned_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = settings_with(tmp_path, engine)
+    subscribe(engine, "ada@example.org")
+    [first] = store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
+    with transaction(engine) as session:
+        sub = subs.find(session, "ada@example.org")
+    assert sub is not None
+    page = PagePlan(engine, settings, [sub], NOW, cutoff=NOW)  # read: nothing planned yet
+    assert page.existing(sub) is None
+    other_id, why = plan(engine, settings, sub, NOW, NOW)  # another sender plans it now
+    assert why == "due" and other_id is not None
+
+    assert page.plan(engine, sub) == (None, "sent")  # the insert met the unique key
+    with transaction(engine) as session:
+        rows = session.scalars(select(Delivery)).all()
+    assert [row.id for row in rows] == [other_id]
+    assert papers_of(engine, other_id) == {first}
 
 
 @pytest.mark.parametrize(

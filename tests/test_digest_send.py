@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber
@@ -28,10 +30,12 @@ from crawler.items import Paper
 from crawler.locks import NamedLock
 from crawler.settings import Settings, load_settings
 from crawler.store import upsert
+from digests import delivery as delivery_module
 from digests import subscribers as subs
+from digests.delivery import RETRY_BASE, SendReport
 from digests.mail import message_id
 from digests.render import MAX_HTML_BYTES
-from digests.send import RETRY_BASE, SEND_LOCK, SendReport, retry_pending, send_digests
+from digests.send import SEND_LOCK, retry_pending, send_digests
 from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, TokenError, signer_for
 from tests.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.support.smtpserver import LocalCertificate, LocalSMTPServer, ReceivedMessage
@@ -140,6 +144,14 @@ def subscribe(engine: Engine, email: str, **kwargs: Any) -> int:
     with transaction(engine) as session:
         sub = subs.add(session, email, known_topics=["fibromyalgia", "autoimmunity"], **kwargs)
         return sub.id
+
+
+def subscribe_readers(engine: Engine, count: int) -> list[str]:
+    """Subscribe reader0@example.org ... reader<count-1>@; return their addresses."""
+    emails = [f"reader{i}@example.org" for i in range(count)]
+    for email in emails:
+        subscribe(engine, email)
+    return emails
 
 
 def deliveries(engine: Engine) -> list[Delivery]:
@@ -351,9 +363,7 @@ def test_one_connection_and_rerun_sends_nothing(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
     store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
-    emails = [f"reader{i}@example.org" for i in range(10)]
-    for email in emails:
-        subscribe(engine, email)
+    emails = subscribe_readers(engine, 10)
     settings = smtp_settings(tmp_path, engine, plain_smtp)
 
     first = send_digests(settings, engine, now=NOW)
@@ -473,10 +483,13 @@ def test_connection_refused_leaves_the_digest_pending(
 
     assert report.sent == 0 and not report.ok
     assert report.fatal is not None and "cannot connect" in report.fatal
-    [first] = deliveries(engine)  # the run stops at the first: the server is unreachable
+    # Both were planned (a page is planned at once); the run stopped at the first attempt.
+    [first, second] = deliveries(engine)
     assert (first.state, first.attempts) == ("pending", 1)
     assert first.last_error is not None and "cannot connect" in first.last_error
     assert first.next_attempt_at == NOW + RETRY_BASE
+    assert (second.state, second.attempts, second.last_error) == ("pending", 0, None)
+    assert report.pending == 2
 
     later = send_digests(
         smtp_settings(tmp_path, engine, plain_smtp), engine, now=NOW + timedelta(minutes=6)
@@ -510,13 +523,81 @@ def test_timeout_leaves_the_digest_pending(
     assert delivery_of(engine, "a@example.org").state == "sent"
 
 
+def test_a_stopped_run_sends_what_it_handed_over_and_leaves_the_rest_pending(
+    engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
+) -> None:
+    store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
+    emails = subscribe_readers(engine, 6)
+    settings = smtp_settings(tmp_path, engine, plain_smtp)
+    checks = iter([False, False, False, True])  # SIGTERM after three subscribers
+    seen: list[int] = []
+
+    report = send_digests(
+        settings,
+        engine,
+        now=NOW,
+        should_stop=lambda: next(checks),
+        progress=lambda r: seen.append(r.sent + r.pending),
+    )
+
+    # The three handed to the sender's thread were sent before the run returned; the other
+    # three were planned with their page and wait, pending and untried.
+    assert (report.sent, report.pending, report.fatal, report.ok) == (3, 3, None, True)
+    assert recipients(plain_smtp.messages) == Counter(emails[:3])
+    assert Counter((d.state, d.attempts) for d in deliveries(engine)) == {
+        ("sent", 1): 3,
+        ("pending", 0): 3,
+    }
+    assert len(seen) == 3
+    assert not [t for t in threading.enumerate() if t.name == "litwatch-send"]
+
+    again = send_digests(settings, engine, now=NOW + timedelta(minutes=1))
+    assert (again.sent, again.pending, again.already, again.ok) == (3, 0, 3, True)
+    assert recipients(plain_smtp.messages) == Counter(emails)
+
+
+@SQLITE_ONLY
+def test_a_database_error_on_the_sender_thread_reaches_the_caller(
+    engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
+    emails = subscribe_readers(engine, 4)
+    real_record = delivery_module.record
+    recorded: list[int] = []
+
+    def failing_record(engine: Engine, delivery_id: int, **values: object) -> None:
+        if values.get("state") == "sent" and recorded:
+            raise OperationalError("UPDATE deliveries", {}, Exception("disk I/O error"))
+        real_record(engine, delivery_id, **values)
+        recorded.append(delivery_id)
+
+    monkeypatch.setattr(delivery_module, "record", failing_record)
+    settings = smtp_settings(tmp_path, engine, plain_smtp)
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        send_digests(settings, engine, now=NOW)
+    assert not [t for t in threading.enumerate() if t.name == "litwatch-send"]
+    # The first was recorded; the second was accepted but its record failed, and nothing
+    # was sent after the failure.
+    assert recipients(plain_smtp.messages) == Counter(emails[:2])
+    states = {d.subscriber_id: d.state for d in deliveries(engine)}
+    assert sorted(states.values()) == ["pending", "pending", "pending", "sent"]
+
+    monkeypatch.setattr(delivery_module, "record", real_record)
+    again = send_digests(settings, engine, now=NOW + timedelta(minutes=1))
+    assert (again.sent, again.ok) == (3, True)
+    # Every subscriber has one digest; the one whose record failed got it twice, with the
+    # one Message-ID its receiver uses to drop the repeat.
+    assert set(recipients(plain_smtp.messages)) == set(emails)
+    twice = [m for m in plain_smtp.messages if m.rcpt_tos == (emails[1],)]
+    assert len(twice) == 2
+    assert twice[0].message["Message-ID"] == twice[1].message["Message-ID"]
+
+
 def test_dropped_connection_is_reopened_and_the_run_goes_on(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
     store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
-    emails = [f"reader{i}@example.org" for i in range(6)]
-    for email in emails:
-        subscribe(engine, email)
+    emails = subscribe_readers(engine, 6)
     plain_smtp.drop_after(3, times=1)  # the 4th message is cut off once, unanswered
 
     report = send_digests(smtp_settings(tmp_path, engine, plain_smtp), engine, now=NOW)
@@ -532,17 +613,26 @@ def test_a_server_that_keeps_dropping_stops_the_run(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
     store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
-    for i in range(8):
-        subscribe(engine, f"reader{i}@example.org")
+    emails = subscribe_readers(engine, 8)
     plain_smtp.drop_after(2)
 
     report = send_digests(smtp_settings(tmp_path, engine, plain_smtp), engine, now=NOW)
 
     assert report.sent == 2 and report.fatal is not None
     assert "in a row" in report.fatal
-    states = Counter(d.state for d in deliveries(engine))
-    assert states == {"sent": 2, "pending": 3}  # five planned, three tried, then stopped
+    # All eight planned with their page; two sent, three tried, then the run stopped.
+    states = Counter((d.state, d.attempts) for d in deliveries(engine))
+    assert states == {("sent", 1): 2, ("pending", 1): 3, ("pending", 0): 3}
+    assert report.pending == 6
     assert len(plain_smtp.messages) == 2
+
+    # The server recovers: the next run sends every other subscriber's digest, once.
+    plain_smtp.reset_failures()
+    later = send_digests(
+        smtp_settings(tmp_path, engine, plain_smtp), engine, now=NOW + timedelta(hours=1)
+    )
+    assert (later.sent, later.ok) == (6, True)
+    assert recipients(plain_smtp.messages) == Counter(emails)
 
 
 def test_refused_login_stops_the_run_and_sends_nothing(
@@ -567,7 +657,9 @@ def test_refused_login_stops_the_run_and_sends_nothing(
     assert "535" in report.fatal and "\n" not in report.fatal
     assert wrong not in report.fatal + caplog.text + " ".join(report.errors)
     assert report.sent == 0 and smtp_server_tls_auth.messages == []
-    assert [d.state for d in deliveries(engine)] == ["pending"]
+    # Planned with their page, one tried: both wait for a run with the right password.
+    assert [(d.state, d.attempts) for d in deliveries(engine)] == [("pending", 0), ("pending", 0)]
+    assert report.pending == 2
 
 
 @SQLITE_ONLY
@@ -604,9 +696,7 @@ def test_max_per_run_caps_each_run(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
     store(engine, [paper(1, "fibromyalgia")], NOW - timedelta(days=1))
-    emails = [f"reader{i}@example.org" for i in range(5)]
-    for email in emails:
-        subscribe(engine, email)
+    emails = subscribe_readers(engine, 5)
     sections = smtp_sections(plain_smtp, None, tmp_path / "outbox", max_per_run=2)
     settings = make_settings(tmp_path, engine, sections)
 

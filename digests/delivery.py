@@ -1,0 +1,258 @@
+"""Deliver planned digests and record each outcome the moment it is known.
+
+A :class:`Sender` owns the backend (one SMTP connection for the run) and a thread of its own:
+while the server takes one message, the caller plans and renders the next. Each message is
+recorded in its own commit as soon as the server has answered it (sent, refused, deferred),
+on the sender's thread, so the window between a server's 250 and the record of it stays as
+narrow as without the thread. At most ``depth`` prepared messages wait for the thread; their
+rows are already planned (pending), so whatever a crash or a fatal error leaves unsent is
+sent by the next run with the same content and Message-ID.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import cast
+
+from sqlalchemy import Engine, Table, Update, bindparam, update
+
+from crawler.db.models import Delivery, utcnow
+from digests.backends import (
+    Backend,
+    FatalDeliveryError,
+    PermanentFailure,
+    ServerUnavailable,
+    TemporaryFailure,
+)
+from digests.mail import DigestMail
+
+log = logging.getLogger("litwatch.digest")
+
+#: Waits before retrying a temporary failure: 5 min, 10, 20, ... capped at 6 h.
+RETRY_BASE = timedelta(minutes=5)
+RETRY_MAX = timedelta(hours=6)
+#: A delivery that failed temporarily this many times is given up (marked failed).
+MAX_ATTEMPTS = 10
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
+
+
+@dataclass
+class SendReport:
+    """What a run did; counted from two threads, so through :meth:`add`."""
+
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+    empty: int = 0
+    already: int = 0
+    errors: list[str] = field(default_factory=list)
+    fatal: str | None = None
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors and self.fatal is None
+
+    def add(self, error: str | None = None, **counts: int) -> None:
+        """Add to the named counters (``sent=1``) and note an error line, atomically."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+            if error is not None:
+                self.errors.append(error)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A planned delivery rendered and ready for the wire."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    period: date
+    paper_count: int
+    #: Attempts before this one.
+    attempts: int
+    mail: DigestMail
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+
+
+def record(engine: Engine, delivery_id: int, **values: object) -> None:
+    """One UPDATE of the delivery in its own commit: the exactly-once rule needs the commit."""
+    with engine.begin() as conn:
+        conn.execute(_update_for(tuple(sorted(values))), {"delivery_id": delivery_id, **values})
+
+
+@functools.cache
+def _update_for(columns: tuple[str, ...]) -> Update:
+    """``UPDATE deliveries SET <columns> WHERE id = :delivery_id``, built (and compiled) once."""
+    return (
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.id == bindparam("delivery_id"))
+        .values({name: bindparam(name) for name in columns})
+    )
+
+
+class Sender:
+    """Send :class:`Outgoing` messages on a thread, in order, recording each outcome.
+
+    ``submit`` blocks while ``depth`` messages already wait. A failure that stops the run
+    (login or sender refused, server unreachable) is kept in :attr:`stopped`; the messages
+    still queued behind it are left pending, and ``submit`` raises it to the caller. Any
+    other error on the thread (the database refusing the record) is raised the same way.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        backend: Backend,
+        report: SendReport,
+        now: datetime,
+        *,
+        depth: int = 1,
+    ) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.report = report
+        self.now = now
+        self._queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=depth)
+        self.stopped: BaseException | None = None
+        self._raised = False
+        self._closed = False
+        self._accepted = False
+        self._thread = threading.Thread(target=self._work, name="litwatch-send", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Outgoing) -> None:
+        """Queue ``job`` for sending; raise what stopped the sender, if anything did."""
+        if self.stopped is not None:
+            self.report.add(pending=1)  # planned, left for the next run
+            self._raise()
+        self._queue.put(job)
+        if not self._accepted:
+            # Until the server has taken one message, wait for each: a server that cannot
+            # be reached or refuses the login stops the run before more is planned.
+            self._queue.join()
+        if self.stopped is not None:
+            self._raise()
+
+    def finish(self) -> None:
+        """Send what is queued, close the backend, and raise what stopped the sender."""
+        self.close()
+        if self.stopped is not None and not self._raised:
+            self._raise()
+
+    def close(self) -> None:
+        """Send what is queued and close the backend; never raises (see :meth:`finish`)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+    def _raise(self) -> None:
+        assert self.stopped is not None
+        self._raised = True
+        raise self.stopped
+
+    # ---------------------------------------------------------------- on the sender's thread
+
+    def _work(self) -> None:
+        try:
+            while (job := self._queue.get()) is not None:
+                try:
+                    if self.stopped is not None:
+                        self.report.add(pending=1)  # planned, left for the next run
+                    else:
+                        self._deliver(job)
+                except BaseException as exc:  # kept for the caller's thread, which raises it
+                    self.stopped = exc
+                finally:
+                    self._queue.task_done()
+        finally:
+            self.backend.close()
+
+    def _deliver(self, job: Outgoing) -> None:
+        """Send one message and record the outcome at once (see the module docstring).
+
+        ServerUnavailable and FatalDeliveryError propagate (after recording this delivery
+        as still pending) because they stop the run.
+        """
+        attempts = job.attempts + 1
+        try:
+            self.backend.send(job.mail, job.email)
+        except PermanentFailure as exc:
+            self._refused(job, attempts, str(exc))
+            return
+        except TemporaryFailure as exc:
+            self._deferred(job, attempts, str(exc))
+            if isinstance(exc, ServerUnavailable):
+                raise
+            return
+        except FatalDeliveryError as exc:
+            record(self.engine, job.delivery_id, last_error=str(exc))
+            self.report.add(pending=1)
+            raise
+        # Accepted by the server: record it now, before anything else can go wrong.
+        record(
+            self.engine,
+            job.delivery_id,
+            state="sent",
+            attempts=attempts,
+            sent_at=utcnow(),
+            last_error=None,
+            next_attempt_at=None,
+        )
+        self._accepted = True
+        self.report.add(sent=1)
+        log.info(
+            "event=digest.sent subscriber=%s period=%s papers=%s",
+            job.subscriber_id,
+            job.period,
+            job.paper_count,
+        )
+
+    def _refused(self, job: Outgoing, attempts: int, error: str) -> None:
+        record(self.engine, job.delivery_id, state="failed", attempts=attempts, last_error=error)
+        self.report.add(failed=1, error=f"{job.email}: refused: {error}")
+        log.warning(
+            "event=digest.refused subscriber=%s period=%s error=%r",
+            job.subscriber_id,
+            job.period,
+            error,
+        )
+
+    def _deferred(self, job: Outgoing, attempts: int, error: str) -> None:
+        state = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+        record(
+            self.engine,
+            job.delivery_id,
+            state=state,
+            attempts=attempts,
+            last_error=error,
+            next_attempt_at=self.now + backoff(attempts),
+        )
+        what = "gave up after repeated temporary failures" if state == "failed" else "deferred"
+        self.report.add(
+            pending=int(state == "pending"),
+            failed=int(state == "failed"),
+            error=f"{job.email}: {what}: {error}",
+        )
+        log.warning(
+            "event=digest.deferred subscriber=%s period=%s attempts=%s error=%r",
+            job.subscriber_id,
+            job.period,
+            attempts,
+            error,
+        )
