@@ -17,13 +17,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -45,13 +42,14 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import CursorResult, Engine, update
 
+from crawler.children import Children, crawl_command
 from crawler.daemon_lock import DAEMON_LOCK
 from crawler.db.engine import describe_url, transaction
 from crawler.db.models import CrawlRun, Meta, SourceState, utcnow
 from crawler.locks import NamedLock
 from crawler.schedule import crawl_trigger, digest_trigger, first_crawl, latest_fire, missed_digest
 from crawler.settings import Settings, SourceSettings
-from crawler.status import DAEMON_META_KEY
+from crawler.status import read_daemon_meta, write_daemon_meta
 
 log = logging.getLogger("litwatch.daemon")
 
@@ -74,23 +72,10 @@ LOCK_PROBE_WAIT = 1.0
 #: How often a standby daemon tries the lock.
 STANDBY_POLL = 1.0
 CRAWL_WORKERS = 4
-_EXIT_RESULTS = {0: "ok", 1: "failed (see litwatch status)", 2: "configuration error"}
 
 
 class DaemonBusy(Exception):
     """Another daemon already holds this database."""
-
-
-def crawl_command(
-    config_path: str | None, source_id: str, log_level: str | None = None
-) -> list[str]:
-    """The ``litwatch crawl`` command line the daemon runs for one source."""
-    cmd = [sys.executable, "-m", "crawler.cli"]
-    if config_path:
-        cmd += ["--config", config_path]
-    if log_level:
-        cmd += ["--log-level", log_level]
-    return [*cmd, "crawl", source_id, "--trigger", "daemon", "--no-progress"]
 
 
 class Daemon:
@@ -111,8 +96,7 @@ class Daemon:
         self.config_path = config_path
         self.log_level = log_level
         self.stop = threading.Event()
-        self.children: set[subprocess.Popen[bytes]] = set()
-        self.children_lock = threading.Lock()
+        self.children = Children(self.stop)
         self.digest_lock = threading.Lock()  # one digest run at a time (regular or missed)
         self.meta_lock = threading.Lock()
         self.lock = NamedLock(engine, DAEMON_LOCK)
@@ -272,7 +256,7 @@ class Daemon:
         try:
             if self.scheduler is not None:
                 self.scheduler.pause()  # no new runs from here on
-            self._stop_children(self.child_grace())
+            self.children.stop_all(self.child_grace())
             for thread in self.extra_threads:
                 thread.join(timeout=10)
             if self.scheduler is not None:
@@ -288,37 +272,18 @@ class Daemon:
         """Seconds a crawl subprocess gets between SIGTERM and SIGKILL."""
         return max(CHILD_GRACE, self.settings.crawl.timeout.total_seconds() + CHILD_GRACE_MARGIN)
 
-    def _stop_children(self, grace: float) -> None:
-        with self.children_lock:
-            children = list(self.children)
-        for proc in children:
-            if proc.poll() is None:
-                log.info("event=crawl.stopping pid=%s", proc.pid)
-                proc.send_signal(signal.SIGTERM)
-        for proc in children:
-            _reap(proc, grace)
-
     # ---- jobs --------------------------------------------------------------------------------
 
     def crawl_job(self, source: SourceSettings) -> str:
         """Crawl one source in a subprocess; its own stats land in crawl_runs."""
         cmd = crawl_command(self.config_path, source.id, self.log_level)
         started = time.monotonic()
-        proc = self._spawn(cmd)
+        proc = self.children.spawn(cmd)
         if proc is None:
             return "skipped (stopping)"
         log.info("event=crawl.start source=%s pid=%s", source.id, proc.pid)
         timeout = self.settings.daemon.crawl_timeout.total_seconds()
-        try:
-            code = proc.wait(timeout=timeout)
-            result = _EXIT_RESULTS.get(code, f"exit {code}")
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            _reap(proc, self.child_grace())
-            result = f"timed out after {int(timeout)}s"
-        finally:
-            with self.children_lock:
-                self.children.discard(proc)
+        result = self.children.wait(proc, timeout, self.child_grace())
         if proc.returncode is not None and proc.returncode < 0:
             self._close_abandoned_runs(source.id, proc.pid, result)
         seconds = time.monotonic() - started
@@ -345,22 +310,6 @@ class Daemon:
             closed = res.rowcount if isinstance(res, CursorResult) else 0
         if closed:
             log.info("event=crawl.closed_run source=%s pid=%s", source_id, pid)
-
-    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes] | None:
-        """Start a crawl subprocess unless the daemon is stopping.
-
-        The stop check and the registration share ``children_lock`` with ``_stop_children``,
-        so a crawl starting during shutdown is either refused or asked to stop: never missed.
-        The child gets its own process group: a Ctrl-C in a terminal then reaches only the
-        daemon, which forwards one SIGTERM (Scrapy takes a second signal as "kill now").
-        Its stdout (the summary table) is dropped; its log lines go to our stderr.
-        """
-        with self.children_lock:
-            if self.stop.is_set():
-                return None
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, process_group=0)
-            self.children.add(proc)
-            return proc
 
     def digest_job(self) -> str:
         """Send the digest as of its latest scheduled time (its cutoff)."""
@@ -503,30 +452,3 @@ class Daemon:
 
 def _utc_iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat() if when is not None else None
-
-
-def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """Wait ``grace`` seconds for a signalled child, then kill it."""
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        log.warning("event=crawl.killed pid=%s grace=%s", proc.pid, grace)
-        proc.kill()
-        proc.wait()
-
-
-def write_daemon_meta(engine: Engine, info: dict[str, Any]) -> None:
-    """Store the daemon record in the ``meta`` table."""
-    with transaction(engine) as session:
-        row = session.get(Meta, DAEMON_META_KEY)
-        if row is None:
-            session.add(Meta(key=DAEMON_META_KEY, value=json.dumps(info)))
-        else:
-            row.value = json.dumps(info)
-
-
-def read_daemon_meta(engine: Engine) -> dict[str, Any]:
-    """The daemon record as last stored ({} when no daemon ever ran)."""
-    with transaction(engine) as session:
-        row = session.get(Meta, DAEMON_META_KEY)
-        return json.loads(row.value) if row else {}

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from crawler.daemon_lock import daemon_running
-from crawler.db.engine import describe_url
+from crawler.db.engine import describe_url, transaction
 from crawler.db.models import CrawlRun, Delivery, Meta, SourceState, Subscriber
 from crawler.queries import counts
 from crawler.settings import Settings
@@ -107,3 +107,20 @@ def _state(running: bool, has_record: bool, recorded_running: bool) -> str:
     if not has_record:
         return "never"
     return "died" if recorded_running else "stopped"
+
+
+def write_daemon_meta(engine: Engine, info: dict[str, Any]) -> None:
+    """Store the daemon record in the ``meta`` table."""
+    with transaction(engine) as session:
+        row = session.get(Meta, DAEMON_META_KEY)
+        if row is None:
+            session.add(Meta(key=DAEMON_META_KEY, value=json.dumps(info)))
+        else:
+            row.value = json.dumps(info)
+
+
+def read_daemon_meta(engine: Engine) -> dict[str, Any]:
+    """The daemon record as last stored ({} when no daemon ever ran)."""
+    with transaction(engine) as session:
+        row = session.get(Meta, DAEMON_META_KEY)
+        return json.loads(row.value) if row else {}

@@ -31,8 +31,6 @@ from crawler.daemon import (
     Daemon,
     DaemonBusy,
     crawl_command,
-    read_daemon_meta,
-    write_daemon_meta,
 )
 from crawler.daemon_lock import DAEMON_LOCK, daemon_running
 from crawler.db.engine import transaction
@@ -40,7 +38,7 @@ from crawler.db.models import CrawlRun, Delivery, Meta, SourceState
 from crawler.locks import NamedLock
 from crawler.schedule import digest_trigger, latest_fire
 from crawler.settings import Settings, load_settings
-from crawler.status import daemon_info
+from crawler.status import daemon_info, read_daemon_meta, write_daemon_meta
 from digests import subscribers
 from tests.support.db import migrated_engine
 from tests.support.smtpserver import LocalSMTPServer
@@ -290,7 +288,7 @@ def test_crawl_result_follows_the_exit_status(
 ) -> None:
     fake_crawl(monkeypatch, f"raise SystemExit({code})")
     assert daemon.crawl_job(settings.sources[0]) == result
-    assert daemon.children == set()
+    assert daemon.children.running() == set()
 
 
 def test_children_get_longer_than_the_download_timeout_to_stop(settings: Settings) -> None:
@@ -333,10 +331,10 @@ def test_shutdown_stops_a_running_crawl_and_kills_one_that_ignores_sigterm(
     job = threading.Thread(target=lambda: results.append(daemon.crawl_job(settings.sources[0])))
     job.start()
     _wait_for(marker.exists)
-    [child] = list(daemon.children)
+    [child] = list(daemon.children.running())
     daemon.stop.set()
     assert daemon.child_grace() == 0.5
-    daemon._stop_children(daemon.child_grace())
+    daemon.children.stop_all(daemon.child_grace())
     job.join(timeout=5)
     assert child.returncode == -signal.SIGKILL
     assert results == ["exit -9"]
@@ -477,7 +475,7 @@ def test_run_left_open_by_a_child_ended_by_sigterm_is_closed(
     job.start()
     _wait_for(marker.exists, timeout=30)
     daemon.stop.set()
-    daemon._stop_children(daemon.child_grace())
+    daemon.children.stop_all(daemon.child_grace())
     job.join(timeout=10)
     assert results == ["exit -15"]
     with engine.connect() as conn:
