@@ -9,6 +9,8 @@
   a SQLite database); ``--standby`` waits and takes over when the holder dies.
 - Restarts: a source polled within its interval is not polled again at once; a digest whose
   time passed while the daemon was down is sent once on return, within ``misfire_grace``.
+- Every 10 minutes, deferred deliveries whose backoff has passed are sent, and a digest run
+  the SMTP server cut short is run again (within ``misfire_grace``).
 - SIGTERM / SIGINT: stop scheduling, let the digest stop between two messages, ask crawl
   subprocesses to stop (Scrapy closes gracefully on SIGTERM), exit 0 within a bounded time
   (``child_grace``: the download timeout plus 10 s, at least 20 s, for crawls; the SMTP
