@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.support.config import write_toml
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 #: Where the CI (and the developers) keep a PostgreSQL server for tests and benchmarks.
@@ -178,29 +180,11 @@ def litwatch(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "crawler.cli", "--config", str(config), *args]
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(type(value).__name__)
-
-
 def write_config(
     path: Path, tables: dict[str, dict[str, Any]], sources: Sequence[dict[str, Any]] = ()
 ) -> Path:
     """Write a litwatch TOML config: ``tables`` ({"database": {...}, ...}) then ``sources``."""
-    lines: list[str] = []
-    for name, values in tables.items():
-        lines += [f"[{name}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
-    for source in sources:
-        lines += ["[[sources]]", *(f"{k} = {_toml(v)}" for k, v in source.items()), ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return write_toml(path, tables, sources)
 
 
 @contextmanager

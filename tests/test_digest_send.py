@@ -6,7 +6,6 @@ what was recorded. Core exactly-once tests run on SQLite and PostgreSQL (``engin
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -38,6 +37,7 @@ from digests.render import MAX_HTML_BYTES
 from digests.send import SEND_LOCK, retry_pending, send_digests
 from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, TokenError, signer_for
 from tests.conftest import SMTP_PASSWORD, SMTP_USER
+from tests.support.config import write_toml
 from tests.support.smtpserver import LocalCertificate, LocalSMTPServer, ReceivedMessage
 
 #: A Monday, 07:00 UTC: the default cron moment.
@@ -56,23 +56,9 @@ SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 # --- configuration ------------------------------------------------------------------------------
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    raise TypeError(type(value).__name__)
-
-
 def write_config(path: Path, db_url: str, sections: dict[str, dict[str, Any]]) -> Path:
     """A TOML config: the database plus ``sections`` ({"email.smtp": {...}, ...})."""
-    lines = ["[database]", f"url = {_toml(db_url)}"]
-    for name, values in sections.items():
-        lines += ["", f"[{name}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_toml(path, {"database": {"url": db_url}, **sections})
 
 
 def base_sections(outbox: Path) -> dict[str, dict[str, Any]]:
