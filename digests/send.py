@@ -6,6 +6,10 @@ transaction right after the server accepted the message. A crash or kill at any 
 pending rows that the next run sends with the same content and Message-ID; sent rows are
 never sent again. The one window no client can close (between the server's 250 and our
 commit) is milliseconds wide, and the stable Message-ID lets receivers drop a repeat.
+
+The pieces: :mod:`digests.planning` creates the pending rows a page of subscribers at a time;
+this module renders each and hands it to :class:`digests.delivery.Sender`, whose thread sends
+it and records the outcome while the next one is rendered.
 """
 
 from __future__ import annotations
