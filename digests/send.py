@@ -112,16 +112,15 @@ class _Run:
         if papers is None:
             with transaction(self.engine) as session:
                 papers = self.entries.get(session, planned.ids)
-        rendered = self.composer.compose(
-            papers, sub.topics, delivery.period, sub.format, self.links.personal(sub)
-        )
+        personal = self.links.personal(sub)
+        rendered = self.composer.compose(papers, sub.topics, delivery.period, sub.format, personal)
         mail = DigestMail(
             rendered,
             from_header=self.settings.email.from_,
             to_email=sub.email,
             to_name=sub.name,
             msg_id=delivery.message_id,
-            unsubscribe_url=self.links.unsubscribe(sub),
+            unsubscribe_url=personal.unsubscribe,
             unsubscribe_mailto=self.settings.email.unsubscribe_mailto,
             when=self.now,
         )
