@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from crawler.db.engine import transaction
 from crawler.db.models import Subscriber, utcnow
 from crawler.items import Paper
-from crawler.settings import Settings, load_settings
+from crawler.settings import Settings
 from crawler.store import upsert
 from crawler.web_thread import listen, serve_in_thread
 from digests import subscribers
@@ -30,6 +30,7 @@ from digests.send import send_digests
 from digests.web import create_app
 from tests.support.db import migrated_engine
 from tests.support.smtpserver import LocalSMTPServer, ReceivedMessage
+from tests.test_web import write_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -64,23 +65,7 @@ def server(
     """The web app served by uvicorn on an ephemeral port: (base URL, settings)."""
     sock = listen("127.0.0.1", 0)
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    cfg = tmp_path / "litwatch.toml"
-    cfg.write_text(
-        f"""
-[email]
-backend = "smtp"
-from = "litwatch <digest@example.org>"
-[email.smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-starttls = false
-timeout = "5s"
-[web]
-base_url = "{base}"
-""",
-        encoding="utf-8",
-    )
-    settings = load_settings(cfg, environ={})
+    settings = write_settings(tmp_path, smtp_server.port, base)
     stop = threading.Event()
     thread = serve_in_thread(create_app(settings, engine), sock, stop)
     yield base, settings
