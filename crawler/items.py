@@ -1,4 +1,4 @@
-"""The one item every spider yields.
+"""The item every spider yields: a :class:`Paper`, or a :class:`PaperBatch` of them.
 
 A spider turns response bytes into :class:`Paper` items and nothing else: no database, no
 identity decisions. Text fields hold plain text (parsers flatten markup with
@@ -50,3 +50,16 @@ class Paper:
     @property
     def rank(self) -> int:
         return ORIGIN_RANK.get(self.origin, 0)
+
+
+@dataclass
+class PaperBatch:
+    """Several papers from one response, passed through the pipelines as one item.
+
+    For spiders that read hundreds of records per response (a PubMed EFetch page holds 500):
+    Scrapy's machinery for each item (scheduling, the pipeline chain, the ``item_scraped``
+    signal) is not free, so the whole page travels as one item. The pipelines treat it as
+    its papers, in order; a spider yielding few papers per response yields them one by one.
+    """
+
+    papers: list[Paper] = field(default_factory=list)

@@ -37,6 +37,11 @@ _TRAILING = ".,;:'\"!?*"
 _PAIRS = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 
+# A DOI that every step of clean_doi would leave as it is: printable ASCII without "%" or
+# white space, starting "10.", and (checked apart) not ending in punctuation or a bracket.
+_PLAIN_DOI = re.compile(r"10\.\d{4,9}/[!-$&-~]+")
+
+
 def clean_doi(raw: str | None) -> str | None:
     """Return the DOI in ``raw`` as it should be displayed, or None when there is none.
 
@@ -46,6 +51,12 @@ def clean_doi(raw: str | None) -> str | None:
     """
     if not raw:
         return None
+    if _PLAIN_DOI.fullmatch(raw) and raw[-1] not in _TRAILING and raw[-1] not in _PAIRS:
+        return raw  # the common case (every PubMed DOI), for a fraction of the cost
+    return _clean_doi(raw)
+
+
+def _clean_doi(raw: str) -> str | None:
     s = unicodedata.normalize("NFC", raw.translate(_INVISIBLE)).strip()
     if _URL_START.match(s):
         s = re.split(r"[?#]", s, maxsplit=1)[0]
@@ -151,15 +162,15 @@ def pmcid(raw: str | None) -> str | None:
     return f"PMC{int(m.group(1))}"
 
 
-_WS = re.compile(r"\s+")
-
-
 def squash(text: str | None) -> str | None:
     """Collapse runs of white space, strip the ends and drop invisible characters."""
     if text is None:
         return None
-    out = _WS.sub(" ", text.translate(_INVISIBLE)).strip()
-    return out or None
+    if not text.isascii() or "\x00" in text:  # NUL is the only invisible ASCII character
+        text = text.translate(_INVISIBLE)
+    # str.split() splits at white space as the regex \s defines it (str.isspace): the same
+    # result as re.sub(r"\s+", " ", text).strip(), three times faster.
+    return " ".join(text.split()) or None
 
 
 _BLOCK_TAGS = {

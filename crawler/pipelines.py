@@ -2,7 +2,9 @@
 
 ``ClassifyPipeline`` tags each item with topics and drops off-topic items from sources that
 have no ``topics`` of their own. ``StorePipeline`` stores items in batches through
-:func:`crawler.store.upsert`, or writes them as JSON lines in a dry run.
+:func:`crawler.store.upsert`, or writes them as JSON lines in a dry run. An item is a
+:class:`~crawler.items.Paper` or a :class:`~crawler.items.PaperBatch`, which both treat as
+its papers one by one (an off-topic paper leaves the batch instead of dropping it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.python.failure import Failure
 
-from crawler.items import Paper
+from crawler.items import Paper, PaperBatch
 from crawler.store import upsert
 from crawler.topics import TopicMatcher
 from spiders.base import LitwatchSpider
@@ -83,13 +85,22 @@ class ClassifyPipeline(_SpiderPipeline):
     def open_spider(self) -> None:
         self.matcher = TopicMatcher(self.spider.config.topics)
 
-    def process_item(self, item: Paper) -> Paper:
-        spider = self.spider
-        spider.report.items += 1
-        if not assign_topics(item, self.matcher, spider.source.topics):
-            spider.report.skipped += 1
+    def process_item(self, item: Paper | PaperBatch) -> Paper | PaperBatch:
+        if isinstance(item, PaperBatch):
+            item.papers = [paper for paper in item.papers if self.keep(paper)]
+            return item
+        if not self.keep(item):
             raise DropItem("off-topic", log_level="DEBUG")
         return item
+
+    def keep(self, paper: Paper) -> bool:
+        """Count and tag one paper; False when it is off-topic (counted as skipped)."""
+        report = self.spider.report
+        report.items += 1
+        if not assign_topics(paper, self.matcher, self.spider.source.topics):
+            report.skipped += 1
+            return False
+        return True
 
 
 def item_json(item: Paper) -> str:
@@ -114,17 +125,20 @@ class StorePipeline(_SpiderPipeline):
         self.batch_size = self.crawler.settings.getint("LITWATCH_STORE_BATCH", STORE_BATCH)
         self.buffer: list[Paper] = []
 
-    def process_item(self, item: Paper) -> Paper:
+    def process_item(self, item: Paper | PaperBatch) -> Paper | PaperBatch:
+        papers = item.papers if isinstance(item, PaperBatch) else [item]
         if self.out is not None:
-            self.out.write(item_json(item) + "\n")
+            self.out.writelines(item_json(paper) + "\n" for paper in papers)
             return item
-        self.buffer.append(item)
-        if len(self.buffer) >= self.batch_size:
-            self.flush()
+        self.buffer.extend(papers)
+        while len(self.buffer) >= self.batch_size:
+            self.flush(self.batch_size)
         return item
 
-    def flush(self) -> None:
-        batch, self.buffer = self.buffer, []
+    def flush(self, size: int | None = None) -> None:
+        """Store the first ``size`` buffered papers (all of them by default)."""
+        size = len(self.buffer) if size is None else size
+        batch, self.buffer = self.buffer[:size], self.buffer[size:]
         if not batch or self.engine is None:
             return
         report = self.spider.report

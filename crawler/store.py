@@ -30,7 +30,9 @@ from crawler.items import Paper
 
 #: Arbitrary constant naming litwatch's store lock among PostgreSQL advisory locks.
 PG_STORE_LOCK = 0x6C697477  # "litw"
-_IN_CHUNK = 400  # stay well under SQLite's bound-parameter limit
+#: Values per IN (...): one look-up per key for a default batch of 500 records, well under the
+#: 999 bound parameters of SQLite before 3.32.
+_IN_CHUNK = 500
 
 SCALAR_FIELDS = ("title", "abstract", "journal", "published")
 LIST_FIELDS = ("authors", "publication_types", "mesh", "keywords")
@@ -56,6 +58,13 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "") if "\x00" in text else text
 
 
+def _no_nul_list(texts: list[str]) -> list[str]:
+    # One search of the joined texts instead of one per text (a PubMed record has ~10 authors).
+    if "\x00" not in "".join(texts):
+        return list(texts)
+    return [_no_nul(t) for t in texts]
+
+
 def prepare(item: Paper) -> dict[str, Any]:
     """A paper row (as a dict) from an item: identifiers normalised, fingerprint computed."""
     doi = normalise.clean_doi(item.doi)
@@ -70,10 +79,10 @@ def prepare(item: Paper) -> dict[str, Any]:
         "journal": normalise.squash(item.journal),
         "published": item.published,
         "year": item.published.year if item.published else None,
-        "authors": [_no_nul(a) for a in item.authors],
-        "publication_types": [_no_nul(t) for t in item.publication_types],
-        "mesh": [_no_nul(m) for m in item.mesh],
-        "keywords": [_no_nul(k) for k in item.keywords],
+        "authors": _no_nul_list(item.authors),
+        "publication_types": _no_nul_list(item.publication_types),
+        "mesh": _no_nul_list(item.mesh),
+        "keywords": _no_nul_list(item.keywords),
         "rank": item.rank,
     }
 
@@ -285,7 +294,7 @@ def _upsert_locked(
             row["id"] = new_id
             result.new_paper_ids.append(new_id)
     result.paper_ids = [_resolve(row)["id"] for row in targets]
-    _store_children(session, items, result.paper_ids, now, result)
+    _store_children(session, items, records, result.paper_ids, now, result)
     return result
 
 
@@ -297,14 +306,15 @@ def _insert_papers(session: Session, values: list[dict[str, Any]], now: datetime
     one statement per row (and re-splices the results after each): a third of an ingest's
     time. The ids are therefore taken first, then inserted in one executemany.
     """
-    values = [v | {"first_seen": now, "updated": now} for v in values]
+    for v in values:  # fresh dicts (from _row_values): filled in place
+        v["first_seen"] = v["updated"] = now
     ids = _allocate_ids(session, len(values))
     if ids is None:  # another dialect: let the database number the rows
         stmt = insert(PaperRow).returning(PaperRow.id, sort_by_parameter_order=True)
         return list(session.scalars(stmt, values).all())
-    session.connection().execute(
-        insert(PaperRow), [v | {"id": i} for v, i in zip(values, ids, strict=True)]
-    )
+    for v, i in zip(values, ids, strict=True):
+        v["id"] = i
+    session.connection().execute(insert(PaperRow), values)
     return ids
 
 
@@ -417,26 +427,29 @@ def _insert_ignore(
 def _store_children(
     session: Session,
     items: Sequence[Paper],
+    records: list[dict[str, Any]],
     paper_ids: list[int],
     now: datetime,
     result: UpsertResult,
 ) -> None:
     topics: dict[tuple[int, str], dict[str, Any]] = {}
     sightings: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for item, pid in zip(items, paper_ids, strict=True):
+    for item, rec, pid in zip(items, records, paper_ids, strict=True):
         for topic in item.topics:
             topics[(pid, topic)] = {"paper_id": pid, "topic": topic}
         url = item.url or ""
-        sightings.setdefault(
-            (pid, item.source_id, url),
-            {
-                "paper_id": pid,
-                "source_id": item.source_id,
-                "kind": item.sighting_kind,
-                "url": url,
-                "title": normalise.squash(item.seen_title or item.title),
-                "seen_at": now,
-            },
-        )
+        key = (pid, item.source_id, url)
+        if key in sightings:
+            continue
+        seen = item.seen_title or item.title
+        sightings[key] = {
+            "paper_id": pid,
+            "source_id": item.source_id,
+            "kind": item.sighting_kind,
+            "url": url,
+            # The record's title is that text squashed already (the usual case: PubMed's).
+            "title": rec["title"] if seen is item.title else normalise.squash(seen),
+            "seen_at": now,
+        }
     _insert_ignore(session, PaperTopic, list(topics.values()), count=False)
     result.new_sightings = _insert_ignore(session, Sighting, list(sightings.values()))

@@ -25,14 +25,15 @@ _NOT_AFTER_WORD = r"(?<!\w)"
 def term_pattern(term: str) -> str:
     """Regex for one configured term: word-bounded, spaces and hyphens interchangeable."""
     wildcard = term.endswith("*")
-    words = re.split(r"[\s\-]+", _nfc(term).rstrip("*").strip())
-    body = r"[\s\-]+".join(_word_pattern(w) for w in words if w)
+    body = r"[\s\-]+".join(_word_pattern(w) for w in _term_words(term))
     tail = r"[\w\-]*" if wildcard else ""
     return rf"{_NOT_AFTER_WORD}{body}{tail}(?!\w)"
 
 
-def terms_regex(terms: Sequence[str]) -> re.Pattern[str]:
-    """One case-insensitive regex matching wherever any of ``terms`` matches.
+def terms_regex(
+    terms: Sequence[str], flags: int = re.IGNORECASE, not_after_word: str = _NOT_AFTER_WORD
+) -> re.Pattern[str]:
+    """One regex matching wherever any of ``terms`` matches (ignoring case, by default).
 
     Python's ``re`` tries every alternative at every position of the text, so the plain
     alternation of 30 term patterns, each opening with its own look-behind, cost about 0.5 ms
@@ -51,11 +52,48 @@ def terms_regex(terms: Sequence[str]) -> re.Pattern[str]:
         else:
             other.append(body)
     parts = [f"{first}(?:{'|'.join(rests)})" for first, rests in groups.items()] + other
-    return re.compile(f"{_NOT_AFTER_WORD}(?:{'|'.join(parts)})", re.IGNORECASE)
+    return re.compile(f"{not_after_word}(?:{'|'.join(parts)})", flags)
 
 
 def _word_pattern(word: str) -> str:
-    return _APOSTROPHE.join(re.escape(part) for part in re.split(r"['\u2019\u02bc]", word))
+    return _APOSTROPHE.join(re.escape(part) for part in _word_parts(word))
+
+
+def _term_words(term: str) -> list[str]:
+    return [w for w in re.split(r"[\s\-]+", _nfc(term).rstrip("*").strip()) if w]
+
+
+def _word_parts(word: str) -> list[str]:
+    return re.split(r"['\u2019\u02bc]", word)
+
+
+def ascii_terms_regex(terms: Sequence[str]) -> re.Pattern[str] | None:
+    """A regex for lower-cased ASCII texts, matching one exactly when ``terms_regex`` matches.
+
+    Ignoring case doubles the cost of Python's ``re`` (every comparison folds case), and
+    ~98% of PubMed texts are ASCII: lower-casing such a text once and searching it with
+    lower-case terms, case-sensitively, finds the same matches in half the time. The
+    look-behind tested at every position is a plain class too, ``[a-z0-9_]`` being all the
+    word characters of a lower-case ASCII text. Terms with a non-ASCII letter match no ASCII
+    text and are left out, unless that letter equals an ASCII one when case is ignored (the
+    long s and the Kelvin sign do): then None is returned and every text gets the full search.
+    """
+    kept: list[str] = []
+    for term in terms:
+        odd = {ch for ch in _nfc(term) if not ch.isascii()}
+        if any(_matches_ascii(ch) for ch in odd):
+            return None
+        if not odd:
+            kept.append(term.lower())
+    if not kept:
+        return re.compile("(?!)")  # never matches
+    return terms_regex(kept, flags=0, not_after_word=r"(?<![a-z0-9_])")
+
+
+def _matches_ascii(ch: str) -> bool:
+    """Whether ``ch`` matches some ASCII character in a case-insensitive regex."""
+    pattern = re.compile(re.escape(ch), re.IGNORECASE)
+    return any(pattern.fullmatch(chr(code)) for code in range(128))
 
 
 def _nfc(text: str) -> str:
@@ -68,6 +106,14 @@ class _Compiled:
     name: str
     terms: re.Pattern[str] | None
     mesh: frozenset[str]
+    #: ``ascii_terms_regex`` of the terms (None: ``terms`` for every text).
+    ascii_terms: re.Pattern[str] | None
+
+    def match_terms(self, text: str, lowered: str | None) -> bool:
+        """Whether the terms match ``text`` (``lowered``: its lower case, when ASCII)."""
+        if lowered is not None and self.ascii_terms is not None:
+            return self.ascii_terms.search(lowered) is not None
+        return self.terms is not None and self.terms.search(text) is not None
 
 
 class TopicMatcher:
@@ -79,6 +125,7 @@ class TopicMatcher:
                 name=name,
                 terms=terms_regex(spec.terms) if spec.terms else None,
                 mesh=frozenset(m.casefold() for m in spec.mesh),
+                ascii_terms=ascii_terms_regex(spec.terms) if spec.terms else None,
             )
             for name, spec in topics.items()
         ]
@@ -105,11 +152,12 @@ class TopicMatcher:
         if not topics:
             return []
         text = _nfc("\n".join(filter(None, [title, abstract, *keywords])))
+        lowered = text.lower() if text.isascii() else None
         mesh_keys = {m.casefold() for m in mesh}
         found = []
         for topic in topics:
             if (topic.mesh and topic.mesh & mesh_keys) or (
-                topic.terms and topic.terms.search(text)
+                topic.terms and topic.match_terms(text, lowered)
             ):
                 found.append(topic.name)
         return found

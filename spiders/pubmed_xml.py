@@ -376,9 +376,10 @@ def _on_journal(el: Element, record: _Record) -> None:
         elif child.tag == "ISOAbbreviation":
             record.iso_abbreviation = _clean(child.text)
         elif child.tag == "JournalIssue":
-            pub_date = child.find("PubDate")
-            if pub_date is not None:
-                record.pub_date = partial_date(pub_date)
+            for part in child:  # a loop over a few children is cheaper than find()
+                if part.tag == "PubDate":
+                    record.pub_date = partial_date(part)
+                    break
 
 
 def _on_pub_date(el: Element, record: _Record) -> None:
@@ -390,7 +391,11 @@ def _on_article_date(el: Element, record: _Record) -> None:
 
 
 def _on_journal_info(el: Element, record: _Record) -> None:
-    record.medline_ta = _clean(el.findtext("MedlineTA"))
+    for child in el:
+        if child.tag == "MedlineTA":
+            record.medline_ta = _clean(child.text)
+            return
+    record.medline_ta = None
 
 
 _HANDLERS: dict[str, Callable[[Element, _Record], None]] = {
@@ -508,17 +513,24 @@ def _author_name(author: Element) -> str | None:
     texts: dict[str, str | None] = {}
     collective = None
     for child in author:
-        if child.tag == "CollectiveName":
+        tag = child.tag
+        if tag in _NAME_PARTS:  # not AffiliationInfo, Identifier: their text is indentation
+            texts[tag] = child.text
+        elif tag == "CollectiveName":
             collective = child
-        else:
-            texts[child.tag] = child.text
     if collective is not None:
         return plain_text(collective)
     last = _clean(texts.get("LastName"))
     if not last:
         return None
     initials = _clean(texts.get("Initials")) or _initials(_clean(texts.get("ForeName")))
-    return " ".join(p for p in (last, initials, _clean(texts.get("Suffix"))) if p)
+    suffix = _clean(texts.get("Suffix"))
+    if initials:
+        return f"{last} {initials} {suffix}" if suffix else f"{last} {initials}"
+    return f"{last} {suffix}" if suffix else last
+
+
+_NAME_PARTS = frozenset({"LastName", "ForeName", "Initials", "Suffix"})
 
 
 def _initials(forename: str | None) -> str | None:

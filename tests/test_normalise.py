@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
+from crawler import normalise
 from crawler.normalise import (
     MIN_FINGERPRINT,
+    _clean_doi,
     clean_doi,
     doi_key,
     find_dois,
@@ -363,3 +366,27 @@ def test_squash() -> None:
     assert squash("\ufeff  A\t\nB\u200b  ") == "A B"
     assert squash("   ") is None
     assert squash(None) is None
+    assert squash("a\x00b \x1c c\u00a0d\u3000") == "ab c d"
+
+
+def test_squash_equals_the_regex_definition_for_every_character() -> None:
+    invisible = "\x00\ufeff\u200b\u200c\u200d\u2060\u00ad"
+    for code in range(0x110000):
+        text = f" a{chr(code)}b {chr(code)}"
+        expected = re.sub(r"\s+", " ", re.sub(f"[{invisible}]", "", text)).strip() or None
+        assert squash(text) == expected, hex(code)
+
+
+def test_plain_dois_take_the_fast_path_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(11)
+    alphabet = "0123456789./-()[]<>{};:,.!?*'\"%_aZ \t\x00\u00e9\u200b#+=~"
+    raws = [f"10.{rng.randint(1, 10**9)}/" for _ in range(20_000)]
+    raws = [raw + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for raw in raws]
+    raws += [d for d, _ in DOI_SPELLINGS] + [SICI, LANCET, "10.1234/abc)", "10.1234/a(b)"]
+    expected = [_clean_doi(raw) for raw in raws]
+    slow: list[str] = []
+    monkeypatch.setattr(normalise, "_clean_doi", lambda raw: slow.append(raw) or _clean_doi(raw))
+    assert [clean_doi(raw) for raw in raws] == expected
+    assert 1000 < len(slow) < len(raws) - 1000  # both paths well exercised

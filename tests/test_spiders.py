@@ -21,8 +21,9 @@ from scrapy.settings import Settings as ScrapySettings
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from crawler.items import Paper
+from crawler.items import Paper, PaperBatch
 from crawler.settings import Settings, SourceSettings, load_settings
+from spiders import pubmed
 from spiders.base import LitwatchSpider, PollState, describe_failure
 from spiders.feed import FeedSpider
 from spiders.pubmed import DELAY_WITH_KEY, DELAY_WITHOUT_KEY, ESEARCH_CAP, PubmedSpider, ncbi_delay
@@ -294,6 +295,23 @@ def test_a_cursor_in_the_future_never_inverts_the_window(config: Settings) -> No
     assert spider.window() == (date(2024, 3, 10), date(2024, 3, 10))
 
 
+def test_a_crawl_after_another_waits_ncbis_delay_before_its_first_request(
+    config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(pubmed.asyncio, "sleep", sleep)
+    first_request(pubmed_spider(config))
+    assert slept == []  # the first E-utilities crawl of a process starts at once
+    source = SourceSettings(id="pm-2", kind="pubmed", query="lupus", base_url=EUTILS)
+    spider = PubmedSpider(source=source, config=config, state=PollState(), after_another=True)
+    assert "esearch.fcgi" in first_request(spider).url
+    assert slept == [DELAY_WITHOUT_KEY]
+
+
 def test_esearch_request_names_tool_email_and_entry_dates(config: Settings) -> None:
     spider = pubmed_spider(config)
     request = first_request(spider)
@@ -383,18 +401,66 @@ def test_no_results_is_a_quiet_success(config: Settings) -> None:
     assert not spider.report.failures
 
 
+def fetched(batches: AsyncIterator[PaperBatch]) -> list[PaperBatch]:
+    """What an (asynchronous) EFetch callback yields, collected outside a reactor."""
+
+    async def collect() -> list[PaperBatch]:
+        return [batch async for batch in batches]
+
+    return asyncio.run(collect())
+
+
 def test_efetch_page_gives_papers(config: Settings) -> None:
     spider = pubmed_spider(config)
     response = xml(EUTILS + "efetch.fcgi", fixture("pubmed_jci144201.xml"))
-    (paper,) = list(spider.parse_fetch(response, retstart=0, expected=1))
+    (batch,) = fetched(spider.parse_fetch(response, retstart=0, expected=1))
+    assert isinstance(batch, PaperBatch)
+    (paper,) = batch.papers
     assert (paper.pmid, paper.doi, paper.origin) == ("34196305", "10.1172/jci144201", "pubmed")
     assert not spider.report.warnings and not spider.report.failures
+
+
+def efetch_page(count: int, *, cut: int = 0) -> bytes:
+    """An EFetch page of ``count`` copies of the fixture's article (PMIDs 1..count).
+
+    ``cut`` bytes are taken off the end: a page broken inside its last article.
+    """
+    article = fixture("pubmed_jci144201.xml")
+    start, end = article.index(b"<PubmedArticle>"), article.rindex(b"</PubmedArticle>") + 16
+    one = article[start:end]
+    copies = [one.replace(b">34196305<", f">{i + 1}<".encode()) for i in range(count)]
+    page = article[:start] + b"".join(copies) + article[end:]
+    return page[: len(page) - cut] if cut else page
+
+
+def test_an_efetch_page_is_yielded_in_batches_with_every_paper_in_order(
+    config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pubmed, "ITEM_PAPERS", 2)
+    spider = pubmed_spider(config)
+    response = xml(EUTILS + "efetch.fcgi", efetch_page(5))
+    batches = fetched(spider.parse_fetch(response, retstart=0, expected=5))
+    assert [[p.pmid for p in b.papers] for b in batches] == [["1", "2"], ["3", "4"], ["5"]]
+    assert not spider.report.warnings and not spider.report.failures
+
+
+def test_papers_before_a_break_in_the_page_are_kept(
+    config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pubmed, "ITEM_PAPERS", 2)
+    spider = pubmed_spider(config)
+    broken = efetch_page(4, cut=len(b"</PubmedArticle></PubmedArticleSet>") + 500)
+    batches = fetched(spider.parse_fetch(xml(EUTILS + "efetch.fcgi", broken), retstart=0))
+    assert [[p.pmid for p in b.papers] for b in batches] == [["1", "2"], ["3"]]
+    (failure,) = spider.report.failures
+    assert failure.startswith("EFetch from record 0")
 
 
 def test_a_short_efetch_page_is_reported(config: Settings) -> None:
     spider = pubmed_spider(config)
     response = xml(EUTILS + "efetch.fcgi", fixture("pubmed_jci144201.xml"))
-    assert len(list(spider.parse_fetch(response, retstart=500, expected=3))) == 1
+    (batch,) = fetched(spider.parse_fetch(response, retstart=500, expected=3))
+    assert len(batch.papers) == 1
     assert spider.report.warnings == ["EFetch from record 500: 1 of 3 records returned"]
 
 
@@ -408,7 +474,7 @@ def test_a_short_efetch_page_is_reported(config: Settings) -> None:
 )
 def test_efetch_errors_fail_the_source(config: Settings, body: bytes, message: str) -> None:
     spider = pubmed_spider(config)
-    list(spider.parse_fetch(xml(EUTILS + "efetch.fcgi", body), retstart=0, expected=1))
+    fetched(spider.parse_fetch(xml(EUTILS + "efetch.fcgi", body), retstart=0, expected=1))
     (failure,) = spider.report.failures
     assert failure.startswith("EFetch from record 0") and message in failure
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+import re
 from pathlib import Path
 
 import pytest
 
 from crawler.settings import ConfigError, TopicSettings, load_settings
-from crawler.topics import TopicMatcher
+from crawler.topics import TopicMatcher, ascii_terms_regex, terms_regex
 
 
 def matcher(**topics: TopicSettings) -> TopicMatcher:
@@ -116,6 +118,50 @@ def test_bad_terms_are_config_errors(tmp_path: Path, term: str) -> None:
     path.write_text(f'[topics.x]\nterms = ["ok", "{term}"]\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"topics\.x\.terms"):
         load_settings(path, environ={})
+
+
+# --- the ASCII fast path -------------------------------------------------------------------------
+
+
+def _random_texts(terms: list[str], count: int, seed: int) -> list[str]:
+    """ASCII texts made of pieces of ``terms`` in random case, glued by random separators."""
+    rng = random.Random(seed)
+    words = [w for t in terms for w in re.split(r"[\s\-]+", t.rstrip("*")) if w.isascii()]
+    words += ["pain", "the", "x", "non", "IL", "6", "s", "e", "ed", "'s", "Lupus-like"]
+    glue = [" ", "  ", "-", " - ", "", "'", "(", ")", ".", ",", "\n", "_", "/", "1"]
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 6)):
+            word = rng.choice(words)
+            cut = rng.randint(1, len(word))
+            word = word[:cut] if rng.random() < 0.3 else word
+            word = "".join(c.upper() if rng.random() < 0.3 else c for c in word)
+            parts += [word, rng.choice(glue)]
+        texts.append("".join(parts))
+    return texts
+
+
+def test_ascii_texts_match_exactly_as_the_full_search() -> None:
+    terms = [*load_settings(None, environ={}).topics["autoimmunity"].terms, "IL-6", "C++"]
+    full, fast = terms_regex(terms), ascii_terms_regex(terms)
+    assert fast is not None
+    texts = _random_texts(terms, 20_000, seed=7)
+    hits = [bool(full.search(text)) for text in texts]
+    assert 0.05 < sum(hits) / len(hits) < 0.95  # both outcomes well represented
+    assert hits == [bool(fast.search(text.lower())) for text in texts]
+
+
+def test_ascii_fast_path_leaves_out_non_ascii_terms_and_gives_up_on_ascii_lookalikes() -> None:
+    fast = ascii_terms_regex(["Sjögren*", "lupus"])
+    assert fast is not None and fast.pattern == ascii_terms_regex(["lupus"]).pattern  # type: ignore[union-attr]
+    never = ascii_terms_regex(["Sjögren*"])
+    assert never is not None and never.search("sjogren sjögren") is None
+    # The long s (U+017F) equals "s" when case is ignored: no ASCII-only regex can say that.
+    assert ascii_terms_regex(["\u017fyndrome"]) is None
+    m = matcher(a=TopicSettings(terms=["\u017fyndrome"]), b=TopicSettings(terms=["Sjögren*"]))
+    assert m.classify("Sicca SYNDROME") == ["a"]
+    assert m.classify("Primary SJÖGREN syndrome") == ["a", "b"]
 
 
 # --- the shipped defaults ----------------------------------------------------------------------

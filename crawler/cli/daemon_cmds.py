@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
-from crawler.daemon import Daemon, DaemonBusy
-from crawler.schedule import seconds_trigger
+
+if TYPE_CHECKING:
+    from crawler.daemon import Daemon
 
 
 @click.command()
@@ -37,6 +39,10 @@ def run(app: App, standby: bool, with_web: bool, test_digest_cron: str | None) -
       litwatch run
       litwatch --log-level debug --config /etc/litwatch/litwatch.toml run --standby
     """
+    # Imported here, not with the module: every litwatch command loads this one.
+    from crawler.daemon import Daemon, DaemonBusy
+    from crawler.schedule import seconds_trigger
+
     digest = None
     if test_digest_cron is not None:
         try:

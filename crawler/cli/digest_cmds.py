@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy.orm import Session
@@ -12,12 +13,12 @@ from sqlalchemy.orm import Session
 from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
 from crawler.db.engine import transaction
 from crawler.db.models import Subscriber, utcnow
-from digests import select as sel
-from digests import subscribers as subs
-from digests.compose import Personal
-from digests.render import render
-from digests.send import Links, make_composer, send_digests
-from digests.tokens import Signer, signer_for
+
+# The digests package (Jinja2, e-mail validation, SMTP) is imported by the commands that use
+# it, not with this module: every litwatch command, a crawl too, loads this one.
+if TYPE_CHECKING:
+    from digests.compose import Personal
+    from digests.tokens import Signer
 
 
 def _period_end(value: datetime | None) -> date | None:
@@ -62,6 +63,11 @@ def digest_preview(
       litwatch digest preview --text
       litwatch digest preview --subscriber ada@example.org --period-end 2026-11-30 --out ada.html
     """
+    from digests import select as sel
+    from digests.render import render
+    from digests.send import make_composer
+    from digests.tokens import signer_for
+
     settings = app.settings
     engine = app.engine()
     composer = make_composer(settings)
@@ -95,6 +101,10 @@ def _preview_target(
     app: App, session: Session, email: str | None, signer: Signer | None
 ) -> tuple[Subscriber, Personal]:
     """The subscriber to preview for (an unsaved stand-in for everyone) and their links."""
+    from digests import subscribers as subs
+    from digests.compose import Personal
+    from digests.send import Links
+
     settings = app.settings
     if email and signer is not None:
         try:
@@ -141,6 +151,9 @@ def digest_send(app: App, period_end: datetime | None, dry_run: bool, email: str
       litwatch digest send
       litwatch digest send --period-end 2026-11-30 --dry-run
     """
+    from digests import subscribers as subs
+    from digests.send import send_digests
+
     engine = app.engine()
     only = None
     if email:

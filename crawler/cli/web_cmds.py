@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import click
-import uvicorn
 
 from crawler.cli.app import App, fail, pass_app
-from crawler.web_thread import listen, uvicorn_config
 
 
 @click.command()
@@ -26,6 +24,10 @@ def web(app: App, host: str | None, port: int | None) -> None:
       litwatch web
       litwatch web --host 0.0.0.0 --port 8080
     """
+    # Imported here, not with the module: every litwatch command loads this one.
+    import uvicorn
+
+    from crawler.web_thread import listen, uvicorn_config
     from digests.web import create_app
 
     settings = app.settings
