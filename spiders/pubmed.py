@@ -52,14 +52,16 @@ class PubmedSpider(LitwatchSpider):
         # One request at a time and no AutoThrottle guessing: the rate limit is hard.
         "CONCURRENT_REQUESTS_PER_DOMAIN": 1,
         "AUTOTHROTTLE_ENABLED": False,
-        # Spider middlewares that have nothing to do for an API client: depth statistics, a
-        # Referer header that would echo the previous URL (api_key included) back to NCBI,
-        # and a URL length limit that would silently drop an ESearch for a long query.
+        # Spider middlewares that have nothing to do for an API client: depth statistics and
+        # a URL length limit that would silently drop an ESearch for a long query.
         "SPIDER_MIDDLEWARES": {
             "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
-            "scrapy.spidermiddlewares.referer.RefererMiddleware": None,
             "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
         },
+        # No Referer: it would echo the previous URL (api_key included) back to NCBI. The
+        # policy rather than removing the middleware, which Scrapy's redirect middleware
+        # warns about on every crawl.
+        "REFERRER_POLICY": "no-referrer",
     }
 
     @classmethod

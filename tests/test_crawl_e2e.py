@@ -750,6 +750,7 @@ def test_pubmed_errors_fail_their_source_api_key_and_date_splitting(
     # With an API key: the key on every request, and at most 10 requests per second.
     requests = eutils_log(http_server)
     assert requests and all(r.query.get("api_key") == ["fake-key-123"] for r in requests)
+    assert all(r.header("Referer") is None for r in requests)  # the key never echoed back
     assert http_server.max_requests_per_window(1.0) <= 10
 
 
