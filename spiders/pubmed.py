@@ -26,7 +26,8 @@ from scrapy.settings import BaseSettings
 from crawler.items import Paper, PaperBatch
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
-from spiders.pubmed_xml import EFetchError, efetch_url, esearch_url, iter_efetch, parse_esearch
+from spiders.eutils import efetch_url, esearch_url, parse_esearch
+from spiders.pubmed_xml import EFetchError, iter_efetch
 
 #: ESearch cannot page past this many records of one query.
 ESEARCH_CAP = 10_000

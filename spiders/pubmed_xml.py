@@ -1,6 +1,7 @@
-"""Parsers for NCBI E-utilities answers: ESearch (XML or JSON) and PubMed EFetch XML.
+"""PubMed EFetch XML to :class:`~crawler.items.Paper` items, read incrementally.
 
-Pure functions from bytes to values; the PubMed spider does the fetching.
+Pure functions from bytes to values; the PubMed spider does the fetching, ESearch answers and
+E-utilities URLs are in :mod:`spiders.eutils`, dates in :mod:`spiders.pubmed_dates`.
 
 Quirks handled here (PubMed DTD 2013-2025):
 
@@ -18,20 +19,16 @@ Quirks handled here (PubMed DTD 2013-2025):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
-from urllib.parse import urlencode
 
-import lxml.etree
 from lxml.etree import _Element as Element
 
 from crawler.items import Paper
 from crawler.normalise import squash
-from crawler.xmlsafe import Readable, UnsafeXMLError, parse_bytes, safe_iterparse
+from crawler.xmlsafe import Readable, safe_iterparse
+from spiders.pubmed_dates import Partial, earliest, partial_date
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
 _MATHML = "{http://www.w3.org/1998/Math/MathML}"
@@ -41,145 +38,6 @@ _SET_TAGS = {"PubmedArticleSet", "PubmedBookArticleSet"}
 
 class EFetchError(ValueError):
     """EFetch answered with an error document instead of a PubmedArticleSet."""
-
-
-# --------------------------------------------------------------------------- ESearch
-
-
-@dataclass
-class ESearchResult:
-    """One ESearch answer.
-
-    ``errors`` non-empty means the answer cannot be trusted as "these are the matches": a
-    top-level ``ERROR`` (bad database, bad query syntax, backend failure), an unreadable body,
-    or an ErrorList entry (PhraseNotFound, FieldNotFound) **when Count is 0**. With no results,
-    an unknown phrase is most likely a typo in the configured query, and calling it "nothing new
-    this week" would hide it for ever. When Count > 0, NCBI dropped the unknown phrase and
-    searched the rest, so the ids are real; the entries go to ``warnings`` for the log, along
-    with the WarningList (PhraseIgnored, QuotedPhraseNotFound, OutputMessage).
-    """
-
-    count: int = 0
-    retmax: int = 0
-    retstart: int = 0
-    ids: list[str] = field(default_factory=list)
-    webenv: str | None = None
-    query_key: str | None = None
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-# JSON list names (retmode=json) mapped to the element names of the XML answer.
-_JSON_PROBLEMS = {
-    "phrasesnotfound": "PhraseNotFound",
-    "fieldsnotfound": "FieldNotFound",
-    "phrasesignored": "PhraseIgnored",
-    "quotedphrasesnotfound": "QuotedPhraseNotFound",
-    "outputmessages": "OutputMessage",
-}
-
-
-def parse_esearch(body: bytes) -> ESearchResult:
-    """Read an ESearch answer, XML (the default retmode) or JSON (``retmode=json``).
-
-    Never raises for bad input: problems land in ``errors`` / ``warnings`` (see
-    :class:`ESearchResult`) and the caller decides.
-    """
-    if body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
-        return _esearch_json(body)
-    return _esearch_xml(body)
-
-
-def _esearch_xml(body: bytes) -> ESearchResult:
-    result = ESearchResult()
-    try:
-        root = parse_bytes(body)
-    except (UnsafeXMLError, lxml.etree.XMLSyntaxError) as exc:
-        result.errors.append(f"unreadable ESearch answer: {exc}")
-        return result
-    if root.tag != "eSearchResult":
-        result.errors.append(f"unexpected ESearch root element <{root.tag}>")
-        return result
-    problems: list[str] = []
-    for child in root:  # direct children only: TranslationStack has <Count> elements too
-        tag, text = child.tag, (child.text or "").strip()
-        if tag in ("Count", "RetMax", "RetStart"):
-            setattr(result, tag.lower(), _to_int(text, tag, result.errors))
-        elif tag == "QueryKey":
-            result.query_key = text or None
-        elif tag == "WebEnv":
-            result.webenv = text or None
-        elif tag == "IdList":
-            result.ids = [(i.text or "").strip() for i in child if i.tag == "Id"]
-        elif tag == "ERROR":
-            result.errors.append(text or "ERROR")
-        elif tag == "ErrorList":
-            problems += [_problem(str(e.tag), e.text) for e in child if isinstance(e.tag, str)]
-        elif tag == "WarningList":
-            result.warnings += [
-                _problem(str(w.tag), w.text) for w in child if isinstance(w.tag, str)
-            ]
-    _file_problems(result, problems)
-    return result
-
-
-def _esearch_json(body: bytes) -> ESearchResult:
-    result = ESearchResult()
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        result.errors.append(f"unreadable ESearch answer: {exc}")
-        return result
-    if not isinstance(data, dict):
-        result.errors.append("unexpected ESearch JSON (not an object)")
-        return result
-    if data.get("error"):  # the rate-limit answer: {"error": "API rate limit exceeded", ...}
-        result.errors.append(str(data["error"]))
-    found = data.get("esearchresult")
-    if not isinstance(found, dict):
-        result.errors.append("ESearch JSON has no esearchresult")
-        return result
-    for key in ("count", "retmax", "retstart"):
-        setattr(result, key, _to_int(str(found.get(key, "0")), key, result.errors))
-    result.query_key = _opt_str(found.get("querykey"))
-    result.webenv = _opt_str(found.get("webenv"))
-    result.ids = [str(i).strip() for i in found.get("idlist") or []]
-    if found.get("ERROR"):
-        result.errors.append(str(found["ERROR"]))
-    result.warnings += _json_problems(found.get("warninglist"))
-    _file_problems(result, _json_problems(found.get("errorlist")))
-    return result
-
-
-def _json_problems(section: Any) -> list[str]:
-    if not isinstance(section, dict):
-        return []
-    names = ((_JSON_PROBLEMS.get(str(key), str(key)), values) for key, values in section.items())
-    return [_problem(name, str(v)) for name, values in names for v in values or []]
-
-
-def _problem(name: str, text: str | None) -> str:
-    text = (text or "").strip()
-    return text if name == "OutputMessage" else f"{name}: {text}"
-
-
-def _file_problems(result: ESearchResult, problems: list[str]) -> None:
-    # See ESearchResult: an unknown phrase only invalidates an answer that found nothing.
-    (result.errors if result.count == 0 else result.warnings).extend(problems)
-
-
-def _to_int(text: str, name: str, errors: list[str]) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        errors.append(f"{name} is not a number: {text!r}")
-        return 0
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return str(value).strip() or None
 
 
 # --------------------------------------------------------------------------- EFetch
@@ -234,8 +92,8 @@ class _Record:
     journal: str | None = None
     iso_abbreviation: str | None = None
     medline_ta: str | None = None
-    article_date: _Partial | None = None
-    pub_date: _Partial | None = None
+    article_date: Partial | None = None
+    pub_date: Partial | None = None
     authors: list[str] = field(default_factory=list)
     book_authors: list[str] = field(default_factory=list)
     publication_types: list[str] = field(default_factory=list)
@@ -270,7 +128,7 @@ def _read_record(element: Element, source_id: str) -> Paper | None:
         title=title,
         abstract=record.abstract,
         journal=_journal(record),
-        published=_earliest(record.article_date, record.pub_date),
+        published=earliest(record.article_date, record.pub_date),
         authors=record.authors or record.book_authors,
         publication_types=types,
         mesh=record.mesh,
@@ -537,160 +395,3 @@ def _initials(forename: str | None) -> str | None:
     if not forename:
         return None
     return "".join(word[0] for word in re.split(r"[\s\-.]+", forename) if word) or None
-
-
-# --------------------------------------------------------------------------- dates
-
-#: A date and its precision: 1 = year only, 2 = year and month, 3 = full date.
-_Partial = tuple[date, int]
-
-_MONTHS = {
-    name: number
-    for number, name in enumerate(
-        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
-        start=1,
-    )
-}
-# A season is read as its first month; "Winter" as January, the earliest month it can cover
-# in its own year.
-_SEASONS = {"spr": 3, "sum": 6, "fal": 9, "aut": 9, "win": 1}
-_MEDLINE_DATE = re.compile(r"(\d{4})(?:\s+([A-Za-z]{3,})\.?(?:\s+(\d{1,2})(?!\d))?)?")
-
-
-def partial_date(el: Element) -> _Partial | None:
-    """Read a PubDate / ArticleDate / PubMedPubDate element; None when it has no usable year."""
-    values = {child.tag: (child.text or "").strip() for child in el}
-    if "MedlineDate" in values:
-        return medline_date(values["MedlineDate"])
-    month = _month(values.get("Month", "")) or _SEASONS.get(values.get("Season", "")[:3].lower())
-    return _make_date(values.get("Year", ""), month, values.get("Day", ""))
-
-
-def medline_date(text: str) -> _Partial | None:
-    """Read a free-text MedlineDate ("1998 Dec-1999 Jan", "2000 Spring", "1944-1945").
-
-    The first year and month are taken: the start of the range the issue covers.
-    """
-    match = _MEDLINE_DATE.search(text)
-    if match is None:
-        return None
-    year, word, day = match.groups()
-    key = (word or "")[:3].lower()
-    return _make_date(year, _MONTHS.get(key) or _SEASONS.get(key), day or "")
-
-
-def _month(text: str) -> int | None:
-    if text.isdigit():
-        return int(text) if 1 <= int(text) <= 12 else None
-    return _MONTHS.get(text[:3].lower())
-
-
-def _make_date(year: str, month: int | None, day: str) -> _Partial | None:
-    if not (year.isdigit() and len(year) == 4):
-        return None
-    if month is None:
-        return date(int(year), 1, 1), 1
-    if day.isdigit():
-        try:
-            return date(int(year), month, int(day)), 3
-        except ValueError:
-            pass  # "Feb 30": keep the month
-    return date(int(year), month, 1), 2
-
-
-def _earliest(a: _Partial | None, b: _Partial | None) -> date | None:
-    """The earlier of two dates, compared at the coarser precision of the two.
-
-    A print issue dated only "2018" (read as 2018-01-01) does not beat an electronic date of
-    2018-08-10: at year precision they tie, and a tie goes to the more precise date. Under this
-    rule the electronic date (ArticleDate) wins whenever it is not provably later, which is
-    what "first published" means for a digest.
-    """
-    if a is None or b is None:
-        return (a or b or (None, 0))[0]
-    precision = min(a[1], b[1])
-    key_a, key_b = _truncate(a[0], precision), _truncate(b[0], precision)
-    if key_a != key_b:
-        return a[0] if key_a < key_b else b[0]
-    return a[0] if a[1] >= b[1] else b[0]
-
-
-def _truncate(day: date, precision: int) -> tuple[int, ...]:
-    return (day.year, day.month, day.day)[:precision]
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-def esearch_url(
-    base_url: str,
-    *,
-    term: str,
-    mindate: date,
-    maxdate: date,
-    retmax: int,
-    tool: str,
-    email: str,
-    api_key: str | None,
-    datetype: str = "edat",
-    usehistory: bool = True,
-) -> str:
-    """The ESearch URL for ``term`` between two dates (inclusive) of kind ``datetype``.
-
-    ``edat`` (Entrez date) is when a record entered PubMed, which is what a poll for new
-    records wants; ``usehistory`` keeps the result on NCBI's history server for EFetch paging.
-    ``tool`` and ``email`` identify us as the NCBI usage policy asks; ``api_key`` is left out
-    when None.
-    """
-    params: dict[str, str | int] = {
-        "db": "pubmed",
-        "term": term,
-        "datetype": datetype,
-        "mindate": _ncbi_date(mindate),
-        "maxdate": _ncbi_date(maxdate),
-        "retmax": retmax,
-    }
-    if usehistory:
-        params["usehistory"] = "y"
-    return _eutils_url(base_url, "esearch.fcgi", params, tool, email, api_key)
-
-
-def efetch_url(
-    base_url: str,
-    *,
-    webenv: str,
-    query_key: str,
-    retstart: int,
-    retmax: int,
-    tool: str,
-    email: str,
-    api_key: str | None,
-) -> str:
-    """The EFetch URL for one page (``retstart``, ``retmax``) of a history-server result."""
-    params: dict[str, str | int] = {
-        "db": "pubmed",
-        "query_key": query_key,
-        "WebEnv": webenv,
-        "retstart": retstart,
-        "retmax": retmax,
-        "retmode": "xml",
-    }
-    return _eutils_url(base_url, "efetch.fcgi", params, tool, email, api_key)
-
-
-def _eutils_url(
-    base_url: str,
-    endpoint: str,
-    params: dict[str, str | int],
-    tool: str,
-    email: str,
-    api_key: str | None,
-) -> str:
-    params = {**params, "tool": tool, "email": email}
-    if api_key is not None:
-        params["api_key"] = api_key
-    return f"{base_url.rstrip('/')}/{endpoint}?{urlencode(params)}"
-
-
-def _ncbi_date(day: date) -> str:
-    return day.strftime("%Y/%m/%d")

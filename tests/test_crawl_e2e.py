@@ -42,9 +42,10 @@ from crawler.normalise import clean_doi, doi_key
 from crawler.pipelines import ClassifyPipeline, StorePipeline
 from crawler.settings import SourceSettings, load_settings
 from spiders.base import PollState, Sink
+from spiders.eutils import efetch_url, esearch_url, parse_esearch
 from spiders.feed import FeedSpider
 from spiders.feed_parse import FeedError, parse_feed
-from spiders.pubmed_xml import efetch_url, esearch_url, iter_efetch, parse_esearch
+from spiders.pubmed_xml import iter_efetch
 from tests.support import REPO_ROOT
 from tests.support.corpus import CORPUS
 from tests.support.eutils import FakeEutils, RecordList, SyntheticRecords, load_records

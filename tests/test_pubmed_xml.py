@@ -17,16 +17,9 @@ import pytest
 
 from crawler.items import Paper
 from crawler.xmlsafe import UnsafeXMLError
-from spiders.pubmed_xml import (
-    EFetchError,
-    ESearchResult,
-    _article_elements,
-    efetch_url,
-    esearch_url,
-    iter_efetch,
-    medline_date,
-    parse_esearch,
-)
+from spiders.eutils import ESearchResult, efetch_url, esearch_url, parse_esearch
+from spiders.pubmed_dates import medline_date
+from spiders.pubmed_xml import EFetchError, _article_elements, iter_efetch
 from tests.support.corpus import CORPUS as SHARED_CORPUS
 
 CORPUS = SHARED_CORPUS / "pubmed"
