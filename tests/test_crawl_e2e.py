@@ -47,6 +47,7 @@ from spiders.feed import FeedSpider
 from spiders.feed_parse import FeedError, parse_feed
 from spiders.pubmed_xml import iter_efetch
 from tests.support import REPO_ROOT
+from tests.support.config import write_toml
 from tests.support.corpus import CORPUS
 from tests.support.eutils import FakeEutils, RecordList, SyntheticRecords, load_records
 from tests.support.httpserver import LocalHTTPServer, Response
@@ -59,18 +60,6 @@ EUTILS_PATHS = ("/entrez/eutils/esearch.fcgi", "/entrez/eutils/efetch.fcgi")
 
 
 # --- Running litwatch -------------------------------------------------------------------------
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(type(value).__name__)
 
 
 def write_config(
@@ -93,13 +82,8 @@ def write_config(
         **(crawl or {}),
     }
     pubmed = {"tool": "litwatch-tests", "email": CONTACT, **(pubmed or {})}
-    lines = ["[database]", f"url = {_toml(db_url)}", "", "[crawl]"]
-    lines += [f"{k} = {_toml(v)}" for k, v in crawl.items()]
-    lines += ["", "[pubmed]"] + [f"{k} = {_toml(v)}" for k, v in pubmed.items()]
-    for source in sources:
-        lines += ["", "[[sources]]"] + [f"{k} = {_toml(v)}" for k, v in source.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    tables = {"database": {"url": db_url}, "crawl": crawl, "pubmed": pubmed}
+    return write_toml(path, tables, sources)
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
