@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from crawler.db.models import Delivery, DeliveryPaper, PaperRow, PaperTopic, Sighting, Subscriber
@@ -59,18 +59,20 @@ def select_paper_ids(
         .join(Delivery, Delivery.id == DeliveryPaper.delivery_id)
         .where(Delivery.subscriber_id == subscriber.id)
     )
-    on_topic = select(PaperTopic.paper_id).where(PaperTopic.topic.in_(subscriber.topics or []))
-    stmt = (
+    stmt = _candidates(subscriber.topics or [], start, cutoff).where(PaperRow.id.not_in(already))
+    return list(session.scalars(stmt))
+
+
+def _candidates(topics: Sequence[str], start: datetime, cutoff: datetime) -> Select[tuple[int]]:
+    """Ids of the papers on ``topics`` first seen in [start, cutoff), in id order."""
+    on_topic = select(PaperTopic.paper_id).where(PaperTopic.topic.in_(list(topics)))
+    return (
         select(PaperRow.id)
         .where(
-            PaperRow.first_seen >= start,
-            PaperRow.first_seen < cutoff,
-            PaperRow.id.in_(on_topic),
-            PaperRow.id.not_in(already),
+            PaperRow.first_seen >= start, PaperRow.first_seen < cutoff, PaperRow.id.in_(on_topic)
         )
         .order_by(PaperRow.id)
     )
-    return list(session.scalars(stmt))
 
 
 def previous_cutoffs(
@@ -98,17 +100,7 @@ def candidate_ids(
     select_paper_ids minus the papers already sent: shared by every subscriber with the same
     topics and window, so a page of them needs one query instead of one each.
     """
-    on_topic = select(PaperTopic.paper_id).where(PaperTopic.topic.in_(list(topics)))
-    stmt = (
-        select(PaperRow.id)
-        .where(
-            PaperRow.first_seen >= start,
-            PaperRow.first_seen < cutoff,
-            PaperRow.id.in_(on_topic),
-        )
-        .order_by(PaperRow.id)
-    )
-    return list(session.scalars(stmt))
+    return list(session.scalars(_candidates(topics, start, cutoff)))
 
 
 def delivered_papers(
