@@ -48,8 +48,8 @@ from bench.common import (
 from crawler.db.engine import make_engine
 from crawler.db.migrate import upgrade
 from crawler.db.models import Delivery, Subscriber, utcnow
+from crawler.db.store import upsert
 from crawler.items import Paper
-from crawler.store import upsert
 from spiders.pubmed_xml import iter_efetch
 from tests.support import serve_in_subprocess
 from tests.support.corpus import CORPUS

@@ -24,6 +24,22 @@ from sqlalchemy import Engine, text
 #: First key of litwatch's two-key PostgreSQL advisory locks ("litw").
 PG_LOCK_CLASS = 0x6C697477 & 0x7FFFFFFF
 
+# Every lock name litwatch takes, in one place.
+#: One daemon per database (shared by the daemon and ``litwatch status``).
+DAEMON_LOCK = "daemon"
+#: One digest sender at a time.
+SEND_LOCK = "digest-send"
+
+
+def crawl_lock(source_id: str) -> str:
+    """One crawl per source."""
+    return f"crawl:{source_id}"
+
+
+def host_lock(host: str) -> str:
+    """One client at a time for a host whose rate limit is per client (NCBI E-utilities)."""
+    return f"host:{host}"
+
 
 class NamedLock:
     """A process-owned, crash-safe lock called ``name`` in the scope of one database."""
@@ -135,3 +151,12 @@ def lock_path(engine: Engine, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return folder / f"{safe}.lock"
+
+
+def daemon_running(engine: Engine) -> bool:
+    """Whether some process holds the daemon lock right now (a probe, not the heartbeat)."""
+    probe = NamedLock(engine, DAEMON_LOCK)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True

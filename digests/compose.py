@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from crawler.settings import Settings
 from digests.model import Digest, DigestLinks, Entry, build_sections
 from digests.render import Rendered, render
 
@@ -108,3 +109,9 @@ def _fill(text: str, personal: Personal, *, escape: bool) -> str:
         .replace(_UNSUB, value(personal.unsubscribe))
         .replace(_PREFS, value(personal.preferences))
     )
+
+
+def make_composer(settings: Settings) -> Composer:
+    """The composer of an installation: its topics' titles and its web pages' addresses."""
+    titles = {name: settings.topic_title(name) for name in settings.topics}
+    return Composer(titles, f"{settings.web.base_url}/archive", settings.web.base_url)

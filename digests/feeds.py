@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from crawler.db.models import PaperRow, PaperTopic
 from digests.model import Entry, doi_url, pubmed_url
 from digests.render import http_url
-from digests.select import entries_for
+from digests.selection import entries_for
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_TYPE = "application/atom+xml; charset=utf-8"

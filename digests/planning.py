@@ -21,7 +21,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber
 from crawler.settings import Settings
-from digests import select as sel
+from digests import selection as sel
 from digests.mail import message_id
 from digests.model import Entry
 

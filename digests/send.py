@@ -22,41 +22,16 @@ from sqlalchemy import Engine, select
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, Subscriber, utcnow
-from crawler.locks import NamedLock
+from crawler.locks import SEND_LOCK, NamedLock
 from crawler.settings import Settings
 from digests.backends import FatalDeliveryError, ServerUnavailable, make_backend
-from digests.compose import Composer, Personal
+from digests.compose import make_composer
 from digests.delivery import Outgoing, Sender, SendReport, record
 from digests.mail import DigestMail, MailConfigError, check_sender
 from digests.planning import Entries, PagePlan, Planned, load, pages
-from digests.tokens import PREFERENCES, UNSUBSCRIBE, Signer, signer_for
+from digests.tokens import Links, signer_for
 
 log = logging.getLogger("litwatch.digest")
-
-#: One sender per database at a time (see send_digests).
-SEND_LOCK = "digest-send"
-
-
-class Links:
-    """Per-subscriber URLs built from ``[web] base_url`` with signed tokens."""
-
-    def __init__(self, settings: Settings, signer: Signer) -> None:
-        self.base = settings.web.base_url
-        self.signer = signer
-
-    def unsubscribe(self, sub: Subscriber) -> str:
-        return f"{self.base}/u/{self.signer.sign(UNSUBSCRIBE, sub.token)}"
-
-    def preferences(self, sub: Subscriber) -> str:
-        return f"{self.base}/preferences/{self.signer.sign(PREFERENCES, sub.token)}"
-
-    def personal(self, sub: Subscriber) -> Personal:
-        return Personal(sub.name, sub.email, self.unsubscribe(sub), self.preferences(sub))
-
-
-def make_composer(settings: Settings) -> Composer:
-    titles = {name: settings.topic_title(name) for name in settings.topics}
-    return Composer(titles, f"{settings.web.base_url}/archive", settings.web.base_url)
 
 
 class _Run:

@@ -71,6 +71,30 @@ def find(session: Session, email: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.email_key == key))
 
 
+def listing(session: Session, *, active_only: bool) -> list[Subscriber]:
+    """Subscribers in the order they were added (only active ones with ``active_only``)."""
+    stmt = select(Subscriber).order_by(Subscriber.id)
+    if active_only:
+        stmt = stmt.where(Subscriber.status == "active")
+    return list(session.scalars(stmt))
+
+
+def remove(session: Session, email: str, *, purge: bool) -> str | None:
+    """Unsubscribe ``email`` (or delete it and its history with ``purge``); what was done, or
+    None when it is not a subscriber."""
+    sub = find(session, email)
+    if sub is None:
+        return None
+    if purge:
+        session.delete(sub)
+        return f"deleted {sub.email} and their delivery history"
+    if sub.status == "unsubscribed":
+        return f"{sub.email} was already unsubscribed"
+    sub.status = "unsubscribed"
+    sub.unsubscribed_at = utcnow()
+    return f"unsubscribed {sub.email}"
+
+
 def add(
     session: Session,
     email: str,

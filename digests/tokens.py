@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
-from crawler.db.engine import transaction
-from crawler.db.models import Meta
+from crawler.db import meta
+from crawler.db.models import Subscriber
+from crawler.settings import Settings
+from digests.compose import Personal
 
 SECRET_ENV = "LITWATCH_SECRET_KEY"  # noqa: S105 - the variable name, not a secret
-_META_KEY = "secret_key"
 
 UNSUBSCRIBE = "unsubscribe"
 PREFERENCES = "preferences"
@@ -37,19 +36,7 @@ def secret_key(engine: Engine) -> str:
     from_env = os.environ.get(SECRET_ENV)
     if from_env:
         return from_env
-    with transaction(engine) as session:
-        row = session.get(Meta, _META_KEY)
-        if row is not None:
-            return row.value
-    try:
-        with transaction(engine) as session:
-            session.add(Meta(key=_META_KEY, value=secrets.token_urlsafe(48)))
-    except IntegrityError:
-        pass  # another process generated it first: use theirs
-    with transaction(engine) as session:
-        row = session.get(Meta, _META_KEY)
-        assert row is not None
-        return row.value
+    return meta.generated_secret(engine)
 
 
 class Signer:
@@ -78,3 +65,20 @@ class Signer:
 
 def signer_for(engine: Engine) -> Signer:
     return Signer(secret_key(engine))
+
+
+class Links:
+    """Per-subscriber URLs built from ``[web] base_url`` with signed tokens."""
+
+    def __init__(self, settings: Settings, signer: Signer) -> None:
+        self.base = settings.web.base_url
+        self.signer = signer
+
+    def unsubscribe(self, sub: Subscriber) -> str:
+        return f"{self.base}/u/{self.signer.sign(UNSUBSCRIBE, sub.token)}"
+
+    def preferences(self, sub: Subscriber) -> str:
+        return f"{self.base}/preferences/{self.signer.sign(PREFERENCES, sub.token)}"
+
+    def personal(self, sub: Subscriber) -> Personal:
+        return Personal(sub.name, sub.email, self.unsubscribe(sub), self.preferences(sub))

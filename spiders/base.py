@@ -7,9 +7,8 @@ went; they never touch the database. The crawl runner hands them the stored poll
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import IO, Any, Self
+from dataclasses import dataclass
+from typing import IO, Any, ClassVar, Self
 
 import scrapy
 from scrapy import exceptions as scrapy_exceptions
@@ -22,46 +21,8 @@ from sqlalchemy import Engine
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
+from crawler.poll import PollReport, PollState
 from crawler.settings import Settings, SourceSettings
-
-
-@dataclass
-class PollState:
-    """What the database remembers about a source between polls."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    #: PubMed: end of the last fully crawled entry-date window.
-    cursor: datetime | None = None
-    #: ScienceDaily: story URLs already followed (each is fetched once, ever). One set shared
-    #: by every spider of a crawl; a spider adds the stories it is about to fetch.
-    followed: set[str] = field(default_factory=set)
-
-
-@dataclass
-class PollReport:
-    """What one poll learned, saved by the runner once the items are stored."""
-
-    failures: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    not_modified: int = 0
-    #: Items the spider produced, items dropped as off-topic, items stored, new papers,
-    #: and items that matched a paper already known.
-    items: int = 0
-    skipped: int = 0
-    stored: int = 0
-    new: int = 0
-    merged: int = 0
-    #: True when a full answer was read and its validators (possibly none) replace the stored
-    #: ones; a 304, or a feed read only in part, leaves the stored validators alone.
-    validators_seen: bool = False
-    etag: str | None = None
-    last_modified: str | None = None
-    cursor: datetime | None = None
-    followed: list[tuple[str, int]] = field(default_factory=list)
-    #: Set when a batch could not be stored: nothing this poll learned may then be saved as
-    #: done (a story marked followed whose paper was never stored would be lost for good).
-    store_failed: bool = False
 
 
 @dataclass
@@ -77,9 +38,24 @@ class Sink:
 
 
 class LitwatchSpider(scrapy.Spider):
-    """Base class: one spider instance polls one configured source."""
+    """Base class: one spider instance polls one configured source.
+
+    A subclass sets ``name`` to its source kind (Scrapy's spider loader finds it by that name)
+    and declares what the crawl runner must know about it, so the runner names no kind.
+    """
 
     kind = ""
+    #: A host whose rate limit is per client, not per source (NCBI's E-utilities): crawls of
+    #: sources of this kind take its lock and run one after another. None: no such host.
+    exclusive_host: ClassVar[str | None] = None
+    #: Whether the spider follows links (news stories) that are fetched once across sources.
+    follows_links: ClassVar[bool] = False
+
+    @classmethod
+    def process_settings(cls, config: Settings) -> dict[str, Any]:
+        """Scrapy settings of the whole crawl process that this kind needs (read in
+        ``update_settings``, which sees no litwatch configuration)."""
+        return {}
 
     def __init__(
         self,
@@ -87,9 +63,14 @@ class LitwatchSpider(scrapy.Spider):
         config: Settings,
         state: PollState,
         sink: Sink | None = None,
+        *,
+        after_another: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=source.id, **kwargs)
+        #: Another crawl of this spider's exclusive host has just ended in this process: its
+        #: last request may have left a moment ago, and Scrapy paces one crawler only.
+        self.after_another = after_another
         self.sink = sink or Sink()
         self.source = source
         self.config = config

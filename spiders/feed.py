@@ -20,7 +20,7 @@ from spiders.feed_parse import FeedError, parse_feed
 
 
 class FeedSpider(LitwatchSpider):
-    kind = "feed"
+    name = kind = "feed"
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         assert self.source.url

@@ -25,7 +25,6 @@ given anything it could fetch). Site quirks, each checked against a saved real f
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,18 +34,11 @@ from time import struct_time
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-import feedparser
-from feedparser.encodings import convert_to_utf8
-
 from crawler.items import Paper
 from crawler.normalise import clean_doi, find_dois, html_to_text, pmcid, pmid, squash
-from crawler.xmlsafe import HEAD_BYTES, UnsafeXMLError, reject_entity_declarations
+from spiders.feed_safe import FeedError, bozo_message, safe_feedparser, text_construct
 
 __all__ = ["FeedError", "FeedResult", "parse_feed"]
-
-
-class FeedError(ValueError):
-    """The body is not a feed at all (empty, HTML, JSON, broken beyond use, unsafe XML)."""
 
 
 @dataclass
@@ -83,7 +75,7 @@ def parse_feed(
         result = parse_feed(response.body, response.url, "wiley-taxon")
     """
     parsed = safe_feedparser(body, base_url, headers)
-    problem = _bozo_message(parsed)
+    problem = bozo_message(parsed)
     ctx = _context(parsed, source_id, base_url)
     papers = [p for p in (_paper(entry, ctx) for entry in parsed.entries) if p is not None]
     if problem and not papers and not ctx.feed_title:
@@ -93,95 +85,6 @@ def parse_feed(
         noun = "entry" if skipped == 1 else "entries"
         warnings.append(f"skipped {skipped} {noun} with no title, link or identifier")
     return FeedResult(papers=papers, warnings=warnings)
-
-
-def safe_feedparser(
-    body: bytes, base_url: str, headers: Mapping[str, str] | None = None
-) -> feedparser.FeedParserDict:
-    """feedparser on untrusted bytes: refuse what is not a feed, or is unsafe, with FeedError.
-
-    Shared by every feed-reading spider (journals, ScienceDaily). Refused: an empty body, JSON,
-    entity declarations (checked after feedparser's own decoding), and documents with no RSS
-    or Atom root (HTML pages, truncated XML before the root).
-    """
-    if not body.strip():
-        raise FeedError("empty response body")
-    if body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
-        raise FeedError("JSON document, not an RSS or Atom feed")
-    fp_headers = _feedparser_headers(body, base_url, headers or {})
-    text = _reject_unsafe(body, fp_headers)
-    parsed = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=fp_headers,
-        # Markup is flattened to text afterwards; sanitising first is defence in depth, while
-        # resolving URIs inside HTML would be wasted work (we keep no HTML).
-        sanitize_html=True,
-        resolve_relative_uris=False,
-    )
-    if not parsed.get("version"):
-        raise FeedError(_not_a_feed_message(text, _bozo_message(parsed)))
-    return parsed
-
-
-# ---------------------------------------------------------------------------------------------
-# The document as a whole
-
-_XML_DECL_ENCODING = re.compile(rb"^\s*<\?xml[^>]*\bencoding\s*=", re.IGNORECASE)
-_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
-_CHARSET = re.compile(r";\s*charset\s*=\s*[\"']?([\w.:-]+)", re.IGNORECASE)
-
-
-def _feedparser_headers(body: bytes, base_url: str, headers: Mapping[str, str]) -> dict[str, str]:
-    """The response headers feedparser sees: base URL, and a charset only when it helps.
-
-    feedparser reads lower-case keys. The base URL goes in as Content-Location so relative
-    links resolve. The media type is always given as application/xml: servers label feeds
-    text/html or text/xml, and RFC 3023's "text/xml without charset means US-ASCII" rule
-    (obsoleted by RFC 7303) would otherwise flag every such feed. An HTTP charset is passed on
-    only when the document declares none (no BOM, no XML encoding declaration): a server's
-    default "ISO-8859-1" is more often wrong than the feed's own declaration.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    content_type = "application/xml"
-    charset = _CHARSET.search(lowered.get("content-type", ""))
-    if charset and not body.startswith(_BOMS) and not _XML_DECL_ENCODING.match(body[:1024]):
-        content_type += f"; charset={charset.group(1)}"
-    return {"content-location": base_url, "content-type": content_type}
-
-
-def _reject_unsafe(body: bytes, fp_headers: dict[str, str]) -> bytes:
-    """Refuse entity declarations in the text feedparser will parse; return that text (UTF-8).
-
-    The check runs on feedparser's own UTF-8 conversion of the body, not on the raw bytes:
-    feedparser decodes any codec a document declares (UTF-7, EBCDIC...) before expat sees it,
-    and in such a codec ``<!ENTITY`` is not those bytes. Entity declarations are refused
-    outright (billion laughs, external entities), harmless ones included.
-    """
-    try:
-        text: bytes = convert_to_utf8(fp_headers, body, {})
-    except UnicodeError as exc:
-        # feedparser 6.0 itself crashes on non-UTF-8 bytes inside encoding="..." (found by
-        # fuzzing); such a document is garbage, not a feed.
-        raise FeedError(f"undecodable XML declaration ({exc})") from exc
-    try:
-        reject_entity_declarations(text[:HEAD_BYTES])
-    except UnsafeXMLError as exc:
-        raise FeedError(f"XML entity declarations are not allowed ({exc})") from exc
-    return text
-
-
-def _bozo_message(parsed: Any) -> str | None:
-    if not parsed.get("bozo"):
-        return None
-    exc = parsed.get("bozo_exception")
-    return squash(f"{type(exc).__name__}: {exc}") if exc else "ill-formed feed"
-
-
-def _not_a_feed_message(text: bytes, problem: str | None) -> str:
-    head = text[:2048].lower()
-    if b"<html" in head or b"<!doctype html" in head:
-        return "HTML page, not a feed (a login, captcha or error page?)"
-    return f"not an RSS or Atom feed ({problem or 'no feed root element'})"
 
 
 def _prism_prefixes(parsed: Any) -> tuple[str, ...]:
@@ -228,20 +131,6 @@ def _paper(entry: Any, ctx: _Context) -> Paper | None:
         published=_published(entry, ctx),
         authors=_authors(entry),
     )
-
-
-def text_construct(detail: Any) -> str | None:
-    """Plain text of a feedparser text construct, honouring its declared type.
-
-    Only a value feedparser typed as HTML is parsed as HTML: a text/plain title such as
-    "Serum IL-6 <5 pg/mL" is text and stays exactly that (white space squashed, U+FEFF gone).
-    """
-    if not detail:
-        return None
-    value = detail.get("value")
-    if "html" in (detail.get("type") or ""):
-        return html_to_text(value)
-    return squash(value)
 
 
 def _entry_texts(entry: Any, needle: str) -> list[str]:

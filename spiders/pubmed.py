@@ -24,6 +24,7 @@ from scrapy.http import Response
 from scrapy.settings import BaseSettings
 
 from crawler.items import Paper, PaperBatch
+from crawler.settings import Settings
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
 from spiders.eutils import efetch_url, esearch_url, parse_esearch
@@ -48,7 +49,8 @@ def ncbi_delay(api_key: str | None) -> float:
 
 
 class PubmedSpider(LitwatchSpider):
-    kind = "pubmed"
+    name = kind = "pubmed"
+    exclusive_host = "eutils.ncbi"
     custom_settings = {  # noqa: RUF012 - Scrapy reads this class attribute
         # One request at a time and no AutoThrottle guessing: the rate limit is hard.
         "CONCURRENT_REQUESTS_PER_DOMAIN": 1,
@@ -64,6 +66,10 @@ class PubmedSpider(LitwatchSpider):
         # warns about on every crawl.
         "REFERRER_POLICY": "no-referrer",
     }
+
+    @classmethod
+    def process_settings(cls, config: Settings) -> dict[str, Any]:
+        return {"LITWATCH_NCBI_DELAY": ncbi_delay(config.ncbi_api_key)}
 
     @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
@@ -82,7 +88,6 @@ class PubmedSpider(LitwatchSpider):
         self,
         *args: Any,
         now: datetime | None = None,
-        after_another: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -90,9 +95,6 @@ class PubmedSpider(LitwatchSpider):
         self.base_url = self.source.base_url or self.config.pubmed.base_url
         self.now = now or datetime.now(UTC)
         self.batch_size = self.config.pubmed.batch_size
-        #: Another E-utilities crawl of this process has just ended: its last request may have
-        #: left a moment ago, and Scrapy paces the requests of one crawler only.
-        self.after_another = after_another
 
     def window(self) -> tuple[date, date]:
         """The Entrez-date window of this poll (both ends inclusive, NCBI dates are days)."""

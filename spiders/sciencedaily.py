@@ -29,7 +29,8 @@ from spiders.sciencedaily_parse import (
 
 
 class ScienceDailySpider(LitwatchSpider):
-    kind = "sciencedaily"
+    name = kind = "sciencedaily"
+    follows_links = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -30,7 +30,7 @@ from w3lib.encoding import html_to_unicode
 
 from crawler.items import Paper
 from crawler.normalise import clean_doi, doi_key, find_dois, html_to_text, squash
-from spiders.feed_parse import FeedError, safe_feedparser, text_construct
+from spiders.feed_safe import FeedError, safe_feedparser, text_construct
 
 __all__ = [
     "NewsFeedError",

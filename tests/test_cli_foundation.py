@@ -25,14 +25,14 @@ from alembic import command
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, text
 
-from crawler.cli import app as app_module
 from crawler.cli.app import cli
+from crawler.db import engine as engine_db_module
 from crawler.db import engine as engine_module
 from crawler.db.engine import make_engine
 from crawler.db.migrate import _config, head_revision
+from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.settings import RESERVED_ENV
-from crawler.store import upsert
 
 ROOT = Path(__file__).resolve().parents[1]
 JCI_TITLE = "Passive transfer of fibromyalgia symptoms from patients to mice"
@@ -79,7 +79,7 @@ def dispose_cli_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     The CLI's App never disposes its engine (a real process exits instead); in one pytest
     process the pooled PostgreSQL connections would be garbage-collected while open and
-    raise ResourceWarning. Reported as a product issue in crawler/cli/app.py.
+    raise ResourceWarning. Reported as a product issue in crawler/cli/context.py.
     """
     created: list[Engine] = []
 
@@ -88,7 +88,7 @@ def dispose_cli_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         created.append(eng)
         return eng
 
-    monkeypatch.setattr(app_module, "make_engine", tracking)
+    monkeypatch.setattr(engine_db_module, "make_engine", tracking)
     yield
     for eng in created:
         eng.dispose()

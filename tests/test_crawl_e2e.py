@@ -34,14 +34,16 @@ from scrapy.settings import Settings as ScrapySettings
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from crawler.crawl import _record_followed, _result, load_followed
 from crawler.db.engine import make_engine, transaction
 from crawler.db.models import CrawlRun, FollowedLink, PaperRow, Sighting, SourceState
+from crawler.db.polls import load_followed, record_followed
+from crawler.ingest.pipelines import ClassifyPipeline, StorePipeline
+from crawler.ingest.runner import _result
 from crawler.items import Paper, PaperBatch
 from crawler.normalise import clean_doi, doi_key
-from crawler.pipelines import ClassifyPipeline, StorePipeline
+from crawler.poll import PollState
 from crawler.settings import SourceSettings, load_settings
-from spiders.base import PollState, Sink
+from spiders.base import Sink
 from spiders.eutils import efetch_url, esearch_url, parse_esearch
 from spiders.feed import FeedSpider
 from spiders.feed_parse import FeedError, parse_feed
@@ -1019,9 +1021,9 @@ def test_a_story_recorded_meanwhile_by_another_crawl_is_left_alone(engine: Engin
     story = "https://www.sciencedaily.com/releases/2021/07/210701120626.htm"
     earlier = datetime(2024, 3, 1, tzinfo=UTC)
     with transaction(engine) as session:
-        _record_followed(session, "sd-immune", [(story, 1)], earlier)
+        record_followed(session, "sd-immune", [(story, 1)], earlier)
     with transaction(engine) as session:  # the other crawl: no primary-key collision
-        _record_followed(session, "sd-pain", [(story, 1), (story + "?x", 0)], utc_now())
+        record_followed(session, "sd-pain", [(story, 1), (story + "?x", 0)], utc_now())
     assert load_followed(engine) == {story, story + "?x"}
     with engine.connect() as conn:
         kept = conn.execute(select(FollowedLink).where(FollowedLink.url == story)).one()

@@ -25,20 +25,22 @@ import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from sqlalchemy import Engine, select, update
 
-import crawler.daemon as daemon_module
-from crawler.daemon import (
-    DIGEST_DONE_KEY,
-    Daemon,
-    DaemonBusy,
-    crawl_command,
-)
-from crawler.daemon_lock import DAEMON_LOCK, daemon_running
+import crawler.daemon.jobs as jobs_module
+import crawler.daemon.scheduler as daemon_module
+from crawler.daemon.children import crawl_command
+from crawler.daemon.scheduler import Daemon, DaemonBusy
 from crawler.db.engine import transaction
+from crawler.db.meta import (
+    DIGEST_DONE_KEY,
+    mark_digest_done,
+    read_daemon_record,
+    write_daemon_record,
+)
 from crawler.db.models import CrawlRun, Delivery, Meta, SourceState
-from crawler.locks import NamedLock
+from crawler.db.status import daemon_info
+from crawler.locks import DAEMON_LOCK, NamedLock, daemon_running
 from crawler.schedule import digest_trigger, latest_fire
 from crawler.settings import Settings, load_settings
-from crawler.status import daemon_info, read_daemon_meta, write_daemon_meta
 from digests import subscribers
 from tests.support.db import migrated_engine
 from tests.support.smtpserver import LocalSMTPServer
@@ -132,7 +134,7 @@ def test_second_daemon_is_refused_and_told_who_holds_the_database(
 def test_refusal_does_not_quote_a_stopped_daemons_record(
     daemon: Daemon, settings: Settings, engine: Engine
 ) -> None:
-    write_daemon_meta(engine, {"pid": 99999, "host": "old", "running": False})
+    write_daemon_record(engine, {"pid": 99999, "host": "old", "running": False})
     holder = NamedLock(engine, DAEMON_LOCK)
     assert holder.acquire()
     try:
@@ -250,8 +252,8 @@ def test_stopping_daemon_neither_sends_nor_marks_done(
 
 def test_done_mark_never_moves_back(daemon: Daemon, engine: Engine) -> None:
     later = datetime(2026, 3, 30, 5, tzinfo=UTC)
-    daemon._mark_digest_done(later)
-    daemon._mark_digest_done(later - timedelta(days=7))
+    mark_digest_done(engine, later)
+    mark_digest_done(engine, later - timedelta(days=7))
     assert digest_done(engine) == later
 
 
@@ -260,7 +262,7 @@ def test_done_mark_never_moves_back(daemon: Daemon, engine: Engine) -> None:
 
 def fake_crawl(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
     command = [sys.executable, "-c", script]
-    monkeypatch.setattr(daemon_module, "crawl_command", lambda *args: command)
+    monkeypatch.setattr(jobs_module, "crawl_command", lambda *args: command)
 
 
 def test_crawl_command_is_litwatch_crawl_marked_as_daemon() -> None:
@@ -382,7 +384,7 @@ def test_scheduler_plans_every_enabled_source_and_the_digest(
                 items_skipped=0,
             )
         )
-    daemon._mark_digest_done(datetime.now(UTC))  # nothing missed: no digest runs now
+    mark_digest_done(engine, datetime.now(UTC))  # nothing missed: no digest runs now
     assert daemon.acquire(standby=False)
     daemon._start_scheduler()
     daemon.write_meta(running=True)
@@ -401,7 +403,7 @@ def test_scheduler_plans_every_enabled_source_and_the_digest(
 
 
 def test_stopped_daemon_keeps_last_results_but_no_plans(daemon: Daemon, engine: Engine) -> None:
-    daemon._mark_digest_done(datetime.now(UTC))
+    mark_digest_done(engine, datetime.now(UTC))
     assert daemon.acquire(standby=False)
     daemon._start_scheduler()
     event = JobExecutionEvent(EVENT_JOB_ERROR, "crawl:alpha", "default", datetime.now(UTC))
@@ -420,14 +422,14 @@ def test_stopped_daemon_keeps_last_results_but_no_plans(daemon: Daemon, engine: 
 
 
 def test_record_of_a_killed_daemon_reads_as_died(engine: Engine) -> None:
-    write_daemon_meta(engine, {"pid": 4242, "host": "h", "running": True, "jobs": []})
+    write_daemon_record(engine, {"pid": 4242, "host": "h", "running": True, "jobs": []})
     with transaction(engine) as session:
         assert daemon_info(session, daemon_running(engine))["state"] == "died"
     with transaction(engine) as session:
         session.delete(session.get(Meta, "daemon"))
     with transaction(engine) as session:
         assert daemon_info(session, False)["state"] == "never"
-    assert read_daemon_meta(engine) == {}
+    assert read_daemon_record(engine) == {}
 
 
 def test_missed_run_is_logged_as_one_key_value_line(

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, PaperTopic
-from digests import select as sel
+from digests import selection as sel
 from digests import subscribers as subs
 from digests.planning import PagePlan, plan
 from digests.send import send_digests

@@ -25,10 +25,10 @@ from sqlalchemy.exc import OperationalError
 
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber
+from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.locks import NamedLock
 from crawler.settings import Settings, load_settings
-from crawler.store import upsert
 from digests import delivery as delivery_module
 from digests import subscribers as subs
 from digests.delivery import RETRY_BASE, SendReport

@@ -16,9 +16,9 @@ import pytest
 from lxml import etree
 from sqlalchemy import Engine
 
+from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.settings import Settings, load_settings
-from crawler.store import upsert
 from digests.feeds import ATOM_NS, FeedInfo, FeedItem, build_feed, rfc3339, xml_text
 from digests.model import Entry
 from digests.web import WebOptions, create_app

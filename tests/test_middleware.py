@@ -19,7 +19,7 @@ from scrapy.exceptions import DownloadTimeoutError
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
 
-from crawler.middleware import BackoffRetryMiddleware, retry_after_seconds, retry_exceptions
+from crawler.ingest.middleware import BackoffRetryMiddleware, retry_after_seconds, retry_exceptions
 
 URL = "https://journal.example.org/feed.xml"
 

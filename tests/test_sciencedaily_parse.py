@@ -13,7 +13,7 @@ import pytest
 
 from crawler.items import Paper
 from crawler.normalise import title_fingerprint
-from spiders import feed_parse
+from spiders import feed_safe
 from spiders.sciencedaily_parse import (
     NewsFeedError,
     StoryPageError,
@@ -131,7 +131,7 @@ def test_xml_bomb_is_refused_before_feedparser_runs(monkeypatch: pytest.MonkeyPa
     def must_not_parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("feedparser saw a document with entity declarations")
 
-    monkeypatch.setattr(feed_parse.feedparser, "parse", must_not_parse)
+    monkeypatch.setattr(feed_safe.feedparser, "parse", must_not_parse)
     with pytest.raises(NewsFeedError, match="entity declarations are not allowed"):
         parse_news_feed(fixture("feed_xml_bomb.xml"), FEED_URL)
 

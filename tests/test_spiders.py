@@ -22,9 +22,10 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawler.items import Paper, PaperBatch
+from crawler.poll import PollState
 from crawler.settings import Settings, SourceSettings, load_settings
 from spiders import pubmed
-from spiders.base import LitwatchSpider, PollState, describe_failure
+from spiders.base import LitwatchSpider, describe_failure
 from spiders.feed import FeedSpider
 from spiders.pubmed import DELAY_WITH_KEY, DELAY_WITHOUT_KEY, ESEARCH_CAP, PubmedSpider, ncbi_delay
 from spiders.sciencedaily import ScienceDailySpider

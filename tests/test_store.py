@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from crawler.db.engine import DatabaseError, make_engine
 from crawler.db.models import PaperRow, PaperTopic, Sighting
+from crawler.db.store import upsert
 from crawler.items import Paper
-from crawler.store import upsert
 
 JCI_TITLE = "Passive transfer of fibromyalgia symptoms from patients to mice"
 JCI_ABSTRACT = (

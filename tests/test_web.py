@@ -23,14 +23,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
-from crawler.cli.app import App
+from crawler.cli.context import App
 from crawler.cli.web_cmds import web as web_command
+from crawler.daemon.web import start_web_thread
 from crawler.db.engine import make_engine, transaction
 from crawler.db.models import CrawlRun, Delivery, DeliveryPaper, PaperRow, Subscriber
+from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.settings import Settings, load_settings
-from crawler.store import upsert
-from crawler.web_thread import start_web_thread
 from digests import subscribers
 from digests.tokens import CONFIRM, PREFERENCES, UNSUBSCRIBE, Signer, signer_for
 from digests.web import WebOptions, create_app

@@ -1,6 +1,6 @@
 """The subscriber's whole journey in a real browser (headless Debian Chromium via Playwright).
 
-A real uvicorn server (crawler.web_thread) on 127.0.0.1, a real SMTP server receiving the
+A real uvicorn server (crawler.daemon.web) on 127.0.0.1, a real SMTP server receiving the
 confirmation mail and a digest sent by digests.send.send_digests: sign up on the form, follow
 the link in the mail, confirm, change preferences, read the web version of the digest, then
 unsubscribe from the digest's List-Unsubscribe link. The database is checked after each step,
@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from crawler.daemon.web import listen, serve_in_thread
 from crawler.db.engine import transaction
 from crawler.db.models import Subscriber, utcnow
+from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.settings import Settings
-from crawler.store import upsert
-from crawler.web_thread import listen, serve_in_thread
 from digests import subscribers
 from digests.send import send_digests
 from digests.web import create_app

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
-from rich.live import Live
-from rich.table import Table
 
-from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
-from crawler.crawl import SourceResult, run_crawl
-from crawler.settings import ConfigError, SourceSettings
-from spiders.base import LitwatchSpider
+from crawler.cli.context import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
+
+# Scrapy, Twisted and Rich's live display are imported when a crawl runs, not with the CLI.
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from crawler.poll import SourceResult
+    from crawler.settings import SourceSettings
+    from spiders.base import LitwatchSpider
 
 
 def _choose(app: App, ids: tuple[str, ...]) -> list[SourceSettings]:
+    from crawler.settings import ConfigError
+
     if not ids:
         chosen = [s for s in app.settings.sources if s.enabled]
         if not chosen:
@@ -29,6 +34,8 @@ def _choose(app: App, ids: tuple[str, ...]) -> list[SourceSettings]:
 
 
 def _live_table(spiders: list[LitwatchSpider]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Crawling", title_justify="left")
     for col in ("source", "requests", "items", "new", "merged", "skipped", "errors"):
         table.add_column(col, justify="left" if col == "source" else "right")
@@ -48,6 +55,8 @@ def _live_table(spiders: list[LitwatchSpider]) -> Table:
 
 
 def result_table(results: list[SourceResult]) -> Table:
+    from rich.table import Table
+
     table = Table(title="Crawl summary", title_justify="left")
     cols = (
         "source",
@@ -119,6 +128,10 @@ def crawl(
       litwatch crawl pubmed-fibromyalgia sciencedaily-immune
       litwatch crawl journal-pain -O items.jsonl
     """
+    from rich.live import Live
+
+    from crawler.ingest.runner import run_crawl
+
     sources = _choose(app, source_ids)
     out = output or (sys.stdout if dry_run else None)
     engine = None if out is not None else app.engine()

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
+from crawler.cli.context import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
 
 if TYPE_CHECKING:
-    from crawler.daemon import Daemon
+    from crawler.daemon.scheduler import Daemon
 
 
 @click.command()
@@ -40,7 +40,7 @@ def run(app: App, standby: bool, with_web: bool, test_digest_cron: str | None) -
       litwatch --log-level debug --config /etc/litwatch/litwatch.toml run --standby
     """
     # Imported here, not with the module: every litwatch command loads this one.
-    from crawler.daemon import Daemon, DaemonBusy
+    from crawler.daemon.scheduler import Daemon, DaemonBusy
     from crawler.schedule import seconds_trigger
 
     digest = None
@@ -66,7 +66,7 @@ def _web_service(app: App, daemon: Daemon) -> Callable[[], threading.Thread]:
     """The web pages' starter, checked now (a missing piece is a usage error before the
     daemon starts) and run by the daemon once it holds the database."""
     try:
-        from crawler.web_thread import start_web_thread
+        from crawler.daemon.web import start_web_thread
     except ImportError:
         fail("--web: the subscriber web pages are not part of this installation", EXIT_USAGE)
     return lambda: start_web_thread(app.settings, daemon.engine, daemon.stop)

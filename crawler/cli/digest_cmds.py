@@ -5,20 +5,10 @@ from __future__ import annotations
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.orm import Session
 
-from crawler.cli.app import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
-from crawler.db.engine import transaction
-from crawler.db.models import Subscriber, utcnow
-
-# The digests package (Jinja2, e-mail validation, SMTP) is imported by the commands that use
-# it, not with this module: every litwatch command, a crawl too, loads this one.
-if TYPE_CHECKING:
-    from digests.compose import Personal
-    from digests.tokens import Signer
+from crawler.cli.context import EXIT_FAILURE, EXIT_USAGE, App, fail, pass_app
 
 
 def _period_end(value: datetime | None) -> date | None:
@@ -63,70 +53,25 @@ def digest_preview(
       litwatch digest preview --text
       litwatch digest preview --subscriber ada@example.org --period-end 2026-11-30 --out ada.html
     """
-    from digests import select as sel
-    from digests.render import render
-    from digests.send import make_composer
-    from digests.tokens import signer_for
+    from digests.preview import PreviewError, preview
 
-    settings = app.settings
-    engine = app.engine()
-    composer = make_composer(settings)
-    now = utcnow()
-    # Signing needs the installation key, which the first use may create in its own
-    # transaction: get it before opening ours (SQLite allows one writer at a time).
-    signer = signer_for(engine) if email else None
-    with transaction(engine) as session:
-        sub, personal = _preview_target(app, session, email, signer)
-        tz = sub.timezone
-        cutoff = sel.cutoff_for(tz, period_end=_period_end(period_end), now=now)
-        ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
-        entries = sel.entries_for(session, ids)
-        topics, fmt = list(sub.topics), sub.format
-    period = sel.period_of(cutoff, tz)
-    rendered = render(
-        composer.digest(entries, topics, period, "html" if not as_text else fmt, personal)
-    )
-    body = rendered.text if as_text or rendered.html is None else rendered.html
+    try:
+        shown = preview(
+            app.settings,
+            app.engine(),
+            email=email,
+            period_end=_period_end(period_end),
+            as_text=as_text,
+        )
+    except PreviewError as exc:
+        fail(str(exc), EXIT_USAGE)
     if out is not None:
-        out.write_text(body, encoding="utf-8")
-    else:
-        click.echo(body, nl=body is rendered.html)
-    if out is not None:
-        click.echo(f"wrote {out} ({len(ids)} papers; subject: {rendered.subject})", err=True)
-    elif not as_text:
-        click.echo(f"{len(ids)} papers; subject: {rendered.subject}", err=True)
-
-
-def _preview_target(
-    app: App, session: Session, email: str | None, signer: Signer | None
-) -> tuple[Subscriber, Personal]:
-    """The subscriber to preview for (an unsaved stand-in for everyone) and their links."""
-    from digests import subscribers as subs
-    from digests.compose import Personal
-    from digests.send import Links
-
-    settings = app.settings
-    if email and signer is not None:
-        try:
-            sub = subs.find(session, email)
-        except subs.SubscriberError as exc:
-            fail(str(exc), EXIT_USAGE)
-        if sub is None:
-            fail(f"{email} is not a subscriber", EXIT_USAGE)
-        return sub, Links(settings, signer).personal(sub)
-    # Not added to the session: id 0 has no history, so nothing counts as sent before.
-    stand_in = Subscriber(
-        id=0,
-        topics=list(settings.topics),
-        timezone=settings.digest.timezone,
-        format="html",
-        status="active",
-    )
-    base = settings.web.base_url
-    personal = Personal(
-        None, "preview@example.invalid", f"{base}/u/preview", f"{base}/preferences/preview"
-    )
-    return stand_in, personal
+        out.write_text(shown.body, encoding="utf-8")
+        click.echo(f"wrote {out} ({shown.papers} papers; subject: {shown.subject})", err=True)
+        return
+    click.echo(shown.body, nl=shown.is_html)
+    if not as_text:
+        click.echo(f"{shown.papers} papers; subject: {shown.subject}", err=True)
 
 
 @digest.command("send")
@@ -151,6 +96,7 @@ def digest_send(app: App, period_end: datetime | None, dry_run: bool, email: str
       litwatch digest send
       litwatch digest send --period-end 2026-11-30 --dry-run
     """
+    from crawler.db.engine import transaction
     from digests import subscribers as subs
     from digests.send import send_digests
 

@@ -8,12 +8,9 @@ import sys
 from datetime import UTC, date, datetime, time
 
 import click
-from rich.table import Table
 
-from crawler.cli.app import EXIT_USAGE, App, fail, pass_app
-from crawler.db.engine import transaction
-from crawler.export import FORMATS, write_records
-from crawler.queries import find_paper, iter_records, papers_query, record, sightings_of, topics_of
+from crawler.cli.context import EXIT_USAGE, App, fail, pass_app
+from crawler.export.formats import FORMATS
 
 
 def _since(value: date | None) -> datetime | None:
@@ -68,20 +65,15 @@ def papers_list(
     Example:
       litwatch papers list --since 2026-11-01 --source pubmed-fibromyalgia
     """
+    from rich.table import Table
+
+    from crawler.db.engine import transaction
+    from crawler.db.queries import newest
+
     _check_topic(app, topic)
     engine = app.engine()
-    stmt = papers_query(since=_since(since), topic=topic, source=source_id)
     with transaction(engine) as session:
-        from crawler.db.models import PaperRow
-
-        rows = list(
-            session.scalars(
-                stmt.order_by(None)
-                .order_by(PaperRow.first_seen.desc(), PaperRow.id.desc())
-                .limit(limit)
-            )
-        )
-        topics = topics_of(session, [p.id for p in rows])
+        rows, topics = newest(session, _since(since), topic, source_id, limit)
     table = Table(title=f"{len(rows)} papers", title_justify="left")
     for col in ("first seen", "id", "doi / pmid", "title", "topics"):
         table.add_column(col, overflow="fold")
@@ -107,6 +99,9 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
     Example:
       litwatch papers show https://doi.org/10.1172/JCI144201
     """
+    from crawler.db.engine import transaction
+    from crawler.db.queries import find_paper, record, sightings_of, topics_of
+
     engine = app.engine()
     with transaction(engine) as session:
         paper = find_paper(session, ident)
@@ -168,6 +163,10 @@ def papers_export(
       litwatch papers export --format ris --topic autoimmunity > autoimmunity.ris
       litwatch papers export --since 2026-11-01 | jq .doi
     """
+    from crawler.db.engine import transaction
+    from crawler.db.queries import iter_records, papers_query
+    from crawler.export import write_records
+
     _check_topic(app, topic)
     engine = app.engine()
     stream = sys.stdout

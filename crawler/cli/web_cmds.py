@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from crawler.cli.app import App, fail, pass_app
+from crawler.cli.context import App, fail, pass_app
 
 
 @click.command()
@@ -27,7 +27,7 @@ def web(app: App, host: str | None, port: int | None) -> None:
     # Imported here, not with the module: every litwatch command loads this one.
     import uvicorn
 
-    from crawler.web_thread import listen, uvicorn_config
+    from crawler.daemon.web import listen, uvicorn_config
     from digests.web import create_app
 
     settings = app.settings

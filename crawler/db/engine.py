@@ -91,3 +91,26 @@ def table_names(engine: Engine) -> list[str]:
         return inspect(engine).get_table_names()
     except OperationalError as exc:
         raise DatabaseError(f"cannot open database {describe_url(engine)}: {exc.orig}") from None
+
+
+def insert_ignore(
+    session: Session, model: type[Any], rows: list[dict[str, Any]], *, returning: str | None = None
+) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING for the dialect in use (the one place it is spelt).
+
+    With ``returning`` (a column name) the rows actually inserted are counted, on both
+    dialects; without, nothing is counted (0) and the statement runs as a plain executemany,
+    cheaper per row.
+    """
+    if not rows:
+        return 0
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = model.__table__
+    stmt = ins(table).on_conflict_do_nothing()
+    if returning is None:
+        session.connection().execute(stmt, rows)
+        return 0
+    return len(session.connection().execute(stmt.returning(table.c[returning]), rows).all())

@@ -17,7 +17,7 @@ from crawler.db.engine import transaction
 from crawler.db.models import CrawlRun, Delivery, DeliveryPaper, utcnow
 from digests import feeds
 from digests.model import Section, build_sections
-from digests.select import entries_for
+from digests.selection import entries_for
 from digests.web.pages import stylesheet
 from digests.web.state import WebState, web_state
 

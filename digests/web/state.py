@@ -10,8 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from crawler.settings import Settings
-from digests.send import Links
-from digests.tokens import Signer, TokenError
+from digests.tokens import Links, Signer, TokenError
 from digests.web.pages import page, url_root
 from digests.web.security import Csrf, RateLimiter
 

@@ -9,13 +9,12 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from crawler.daemon_lock import daemon_running
-from crawler.db.engine import describe_url, transaction
+from crawler.db.engine import describe_url
+from crawler.db.meta import DAEMON_KEY
 from crawler.db.models import CrawlRun, Delivery, Meta, SourceState, Subscriber
-from crawler.queries import counts
+from crawler.db.queries import counts
+from crawler.locks import daemon_running
 from crawler.settings import Settings
-
-DAEMON_META_KEY = "daemon"
 
 
 def collect_status(settings: Settings, engine: Engine, session: Session) -> dict[str, Any]:
@@ -77,13 +76,13 @@ def _count_by(session: Session, column: Any) -> dict[str, int]:
 
 
 def daemon_info(session: Session, running: bool) -> dict[str, Any]:
-    """The daemon as it last recorded itself (crawler.daemon), and whether it runs now.
+    """The daemon as it last recorded itself (crawler.daemon.scheduler), and whether it runs now.
 
     ``running`` comes from probing the daemon lock, not from the record: a daemon killed with
     SIGKILL leaves a record saying "running" but frees its lock. ``state`` tells the cases
     apart: running, stopped (cleanly), died (no clean stop) or never (no daemon ever ran).
     """
-    row = session.get(Meta, DAEMON_META_KEY)
+    row = session.get(Meta, DAEMON_KEY)
     info: dict[str, Any] = json.loads(row.value) if row else {}
     state = _state(running, bool(info), bool(info.get("running")))
     info["running"] = running
@@ -107,20 +106,3 @@ def _state(running: bool, has_record: bool, recorded_running: bool) -> str:
     if not has_record:
         return "never"
     return "died" if recorded_running else "stopped"
-
-
-def write_daemon_meta(engine: Engine, info: dict[str, Any]) -> None:
-    """Store the daemon record in the ``meta`` table."""
-    with transaction(engine) as session:
-        row = session.get(Meta, DAEMON_META_KEY)
-        if row is None:
-            session.add(Meta(key=DAEMON_META_KEY, value=json.dumps(info)))
-        else:
-            row.value = json.dumps(info)
-
-
-def read_daemon_meta(engine: Engine) -> dict[str, Any]:
-    """The daemon record as last stored ({} when no daemon ever ran)."""
-    with transaction(engine) as session:
-        row = session.get(Meta, DAEMON_META_KEY)
-        return json.loads(row.value) if row else {}

@@ -37,6 +37,21 @@ def papers_query(
     return stmt.order_by(PaperRow.first_seen, PaperRow.id)
 
 
+def newest(
+    session: Session,
+    since: datetime | None,
+    topic: str | None,
+    source: str | None,
+    limit: int,
+) -> tuple[list[PaperRow], dict[int, list[str]]]:
+    """The ``limit`` papers first seen last (with the filters of :func:`papers_query`), and
+    their topics."""
+    stmt = papers_query(since=since, topic=topic, source=source)
+    stmt = stmt.order_by(None).order_by(PaperRow.first_seen.desc(), PaperRow.id.desc())
+    rows = list(session.scalars(stmt.limit(limit)))
+    return rows, topics_of(session, [p.id for p in rows])
+
+
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     # One IN list per chunk: ``papers list --limit 100000`` must not exceed SQLite's limit on
     # bound parameters (32766) or PostgreSQL's (65535).

@@ -2,7 +2,7 @@
 
 ``ClassifyPipeline`` tags each item with topics and drops off-topic items from sources that
 have no ``topics`` of their own. ``StorePipeline`` stores items in batches through
-:func:`crawler.store.upsert`, or writes them as JSON lines in a dry run. An item is a
+:func:`crawler.db.store.upsert`, or writes them as JSON lines in a dry run. An item is a
 :class:`~crawler.items.Paper` or a :class:`~crawler.items.PaperBatch`, which both treat as
 its papers one by one (an off-topic paper leaves the batch instead of dropping it).
 """
@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.python.failure import Failure
 
+from crawler.db.store import upsert
 from crawler.items import Paper, PaperBatch
-from crawler.store import upsert
 from crawler.topics import TopicMatcher
 from spiders.base import LitwatchSpider
 

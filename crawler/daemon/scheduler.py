@@ -24,9 +24,8 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -35,32 +34,27 @@ from apscheduler.events import (
     EVENT_JOB_EXECUTED,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
-    JobEvent,
-    JobExecutionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import CursorResult, Engine, update
+from sqlalchemy import Engine
 
-from crawler.children import Children, crawl_command
-from crawler.daemon_lock import DAEMON_LOCK
-from crawler.db.engine import describe_url, transaction
-from crawler.db.models import CrawlRun, Meta, SourceState, utcnow
-from crawler.locks import NamedLock
-from crawler.schedule import crawl_trigger, digest_trigger, first_crawl, latest_fire, missed_digest
-from crawler.settings import Settings, SourceSettings
-from crawler.status import read_daemon_meta, write_daemon_meta
+from crawler.daemon.children import Children
+from crawler.daemon.jobs import DIGEST_JOB, MISSED_JOB, RETRY_JOB, Jobs, utc_iso
+from crawler.db import meta as meta_store
+from crawler.db import polls
+from crawler.db.engine import describe_url
+from crawler.db.models import utcnow
+from crawler.locks import DAEMON_LOCK, NamedLock, crawl_lock
+from crawler.schedule import crawl_trigger, digest_trigger, first_crawl, missed_digest
+from crawler.settings import Settings
 
 log = logging.getLogger("litwatch.daemon")
 
-DIGEST_DONE_KEY = "digest.last_fire"
-DIGEST_JOB = "digest"
-RETRY_JOB = "digest-retries"
 #: How often deferred digest deliveries are looked at.
 RETRY_EVERY = timedelta(minutes=10)
-MISSED_JOB = "digest:missed"
 #: Seconds between two heartbeats (the daemon record that ``litwatch status`` reads).
 HEARTBEAT = 15.0
 #: After SIGTERM, crawl subprocesses get at least this long to close before SIGKILL ...
@@ -80,7 +74,7 @@ class DaemonBusy(Exception):
     """Another daemon already holds this database."""
 
 
-class Daemon:
+class Daemon(Jobs):
     """The scheduler, its jobs and the one-daemon lock of one database."""
 
     def __init__(
@@ -141,7 +135,7 @@ class Daemon:
         return False
 
     def _holder_message(self) -> str:
-        info = read_daemon_meta(self.engine)
+        info = meta_store.read_daemon_record(self.engine)
         # A record saying "not running" belongs to an earlier daemon, not to the holder.
         where = (
             f" (pid {info.get('pid')} on {info.get('host')}, since {info.get('started_at')})"
@@ -194,15 +188,15 @@ class Daemon:
         sched.start()
         self.scheduler = sched
         for job in sched.get_jobs():
-            log.info("event=job.planned job=%s next_run=%s", job.id, _utc_iso(job.next_run_time))
+            log.info("event=job.planned job=%s next_run=%s", job.id, utc_iso(job.next_run_time))
 
     def _add_crawl_jobs(self, sched: BackgroundScheduler, now: datetime) -> None:
-        states = self._source_states()
+        states = polls.last_successes(self.engine)
         jitter = self.settings.daemon.jitter
         for src in self.settings.sources:
             if not src.enabled:
                 continue
-            job_id = f"crawl:{src.id}"
+            job_id = crawl_lock(src.id)
             sched.add_job(
                 self.crawl_job,
                 crawl_trigger(src.interval, jitter),
@@ -237,10 +231,10 @@ class Daemon:
             executor="digest",
         )
         self.job_ids.append(RETRY_JOB)
-        missed = missed_digest(self.digest, now, self._digest_done(), grace)
+        missed = missed_digest(self.digest, now, meta_store.digest_done(self.engine), grace)
         if missed is None:
             return
-        log.info("event=digest.missed scheduled=%s", _utc_iso(missed))
+        log.info("event=digest.missed scheduled=%s", utc_iso(missed))
         # The grace applies here too: APScheduler's default (1 s) could drop this run when
         # the scheduler thread starts a moment late.
         sched.add_job(
@@ -274,136 +268,6 @@ class Daemon:
         """Seconds a crawl subprocess gets between SIGTERM and SIGKILL."""
         return max(CHILD_GRACE, self.settings.crawl.timeout.total_seconds() + CHILD_GRACE_MARGIN)
 
-    # ---- jobs --------------------------------------------------------------------------------
-
-    def crawl_job(self, source: SourceSettings) -> str:
-        """Crawl one source in a subprocess; its own stats land in crawl_runs."""
-        cmd = crawl_command(self.config_path, source.id, self.log_level)
-        started = time.monotonic()
-        proc = self.children.spawn(cmd)
-        if proc is None:
-            return "skipped (stopping)"
-        log.info("event=crawl.start source=%s pid=%s", source.id, proc.pid)
-        timeout = self.settings.daemon.crawl_timeout.total_seconds()
-        result = self.children.wait(proc, timeout, self.child_grace())
-        if proc.returncode is not None and proc.returncode < 0:
-            self._close_abandoned_runs(source.id, proc.pid, result)
-        seconds = time.monotonic() - started
-        log.info("event=crawl.done source=%s result=%r seconds=%.1f", source.id, result, seconds)
-        return result
-
-    def _close_abandoned_runs(self, source_id: str, pid: int, result: str) -> None:
-        """Close the crawl_runs row of a child ended by a signal before it could.
-
-        A SIGTERM that lands after ``litwatch crawl`` opened its run but before Scrapy
-        installed its handlers ends the process at once, leaving the row "running" until
-        the next crawl of the source; the daemon knows better and closes it now.
-        """
-        with transaction(self.engine) as session:
-            res = session.execute(
-                update(CrawlRun)
-                .where(
-                    CrawlRun.source_id == source_id,
-                    CrawlRun.pid == pid,
-                    CrawlRun.status == "running",
-                )
-                .values(status="failed", error=f"interrupted ({result})", finished_at=utcnow())
-            )
-            closed = res.rowcount if isinstance(res, CursorResult) else 0
-        if closed:
-            log.info("event=crawl.closed_run source=%s pid=%s", source_id, pid)
-
-    def digest_job(self) -> str:
-        """Send the digest as of its latest scheduled time (its cutoff)."""
-        from digests.send import send_digests
-
-        with self.digest_lock:
-            if self.stop.is_set():
-                return "skipped (stopping)"
-            now = utcnow()
-            grace = self.settings.digest.misfire_grace
-            cutoff = latest_fire(self.digest, now - grace - timedelta(seconds=1), now) or now
-            log.info("event=digest.start cutoff=%s", _utc_iso(cutoff))
-            report = send_digests(
-                self.settings, self.engine, now=cutoff, should_stop=self.stop.is_set
-            )
-            # Done means every subscriber was seen: a stopped or failed run is finished by
-            # the next start (missed digest) or the next fire time, never sent twice.
-            if not self.stop.is_set() and report.fatal is None:
-                self._mark_digest_done(cutoff)
-        result = f"sent {report.sent}, pending {report.pending}, failed {report.failed}"
-        if report.fatal:
-            result += f"; {report.fatal}"
-        log.info("event=digest.done cutoff=%s result=%r", _utc_iso(cutoff), result)
-        return result
-
-    def retry_job(self) -> str:
-        """Finish a digest run that was cut short, else send deferred digests now due.
-
-        A digest run stopped by the server (unreachable, login refused) planned only the
-        subscribers before the stop; the others would wait for next week's run. So while its
-        fire time is within the grace and not marked done, this job runs the digest again:
-        it sends what is due and plans the rest, each exactly once as always.
-        """
-        from digests.send import retry_pending
-
-        grace = self.settings.digest.misfire_grace
-        if missed_digest(self.digest, utcnow(), self._digest_done(), grace) is not None:
-            log.info("event=digest.resume reason=last_run_unfinished")
-            return self.digest_job()
-        with self.digest_lock:
-            if self.stop.is_set():
-                return "skipped (stopping)"
-            report = retry_pending(self.settings, self.engine, should_stop=self.stop.is_set)
-        result = f"sent {report.sent}, pending {report.pending}, failed {report.failed}"
-        if report.sent or report.failed or report.fatal:
-            log.info("event=digest.retries result=%r fatal=%r", result, report.fatal)
-        return result
-
-    def _on_job(self, event: JobEvent) -> None:
-        job_id = DIGEST_JOB if event.job_id == MISSED_JOB else event.job_id
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.info("event=job.skipped job=%s reason=still_running", event.job_id)
-            return
-        assert isinstance(event, JobExecutionEvent)
-        if event.code == EVENT_JOB_MISSED:
-            when = _utc_iso(event.scheduled_run_time)
-            log.warning("event=job.missed job=%s scheduled=%s", event.job_id, when)
-            return
-        if event.exception is not None:
-            log.error(
-                "event=job.error job=%s error=%r",
-                event.job_id,
-                str(event.exception),
-                exc_info=event.exception,
-            )
-            result = f"error: {event.exception!r}"
-        else:
-            result = str(event.retval)
-        with self.meta_lock:
-            self.results[job_id] = {"last_run": utcnow().isoformat(), "last_result": result}
-        self.heartbeat()
-
-    # ---- state -------------------------------------------------------------------------------
-
-    def _source_states(self) -> dict[str, datetime | None]:
-        with transaction(self.engine) as session:
-            return {s.id: s.last_success for s in session.query(SourceState)}
-
-    def _digest_done(self) -> datetime | None:
-        with transaction(self.engine) as session:
-            row = session.get(Meta, DIGEST_DONE_KEY)
-            return datetime.fromisoformat(row.value) if row else None
-
-    def _mark_digest_done(self, cutoff: datetime) -> None:
-        with transaction(self.engine) as session:
-            row = session.get(Meta, DIGEST_DONE_KEY)
-            value = cutoff.astimezone(UTC).isoformat()
-            if row is None:
-                session.add(Meta(key=DIGEST_DONE_KEY, value=value))
-            elif datetime.fromisoformat(row.value) < cutoff:  # never move the mark back
-                row.value = value
-
     def _jobs(self, running: bool) -> list[dict[str, Any]]:
         next_runs: dict[str, datetime | None] = {}
         if running and self.scheduler is not None and self.scheduler.running:
@@ -411,7 +275,7 @@ class Daemon:
         with self.meta_lock:
             results = {k: dict(v) for k, v in self.results.items()}
         return [
-            {"id": job_id, "next_run": _utc_iso(next_runs.get(job_id)), **results.get(job_id, {})}
+            {"id": job_id, "next_run": utc_iso(next_runs.get(job_id)), **results.get(job_id, {})}
             for job_id in self.job_ids
         ]
 
@@ -433,7 +297,7 @@ class Daemon:
         """Store the daemon record (serialised: jobs finish on several threads)."""
         info = self.meta(running=running)
         with self.meta_lock:
-            write_daemon_meta(self.engine, info)
+            meta_store.write_daemon_record(self.engine, info)
 
     def heartbeat(self) -> None:
         """Refresh the daemon record; a failure is logged, never fatal.
@@ -450,7 +314,3 @@ class Daemon:
             log.debug("event=daemon.heartbeat")
         except Exception as exc:  # a locked database must not kill the daemon
             log.warning("event=daemon.heartbeat_failed error=%r", str(exc))
-
-
-def _utc_iso(when: datetime | None) -> str | None:
-    return when.astimezone(UTC).isoformat() if when is not None else None

@@ -20,11 +20,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crawler import normalise
-from crawler.db.engine import transaction
+from crawler.db.engine import insert_ignore, transaction
+from crawler.db.identity import (
+    KEYS,
+    LIST_FIELDS,
+    SCALAR_FIELDS,
+    Index,
+    compatible,
+    merge_into,
+    prepare,
+    same_paper,
+)
 from crawler.db.models import DeliveryPaper, PaperRow, PaperTopic, Sighting, utcnow
 from crawler.items import Paper
 
@@ -33,10 +42,6 @@ PG_STORE_LOCK = 0x6C697477  # "litw"
 #: Values per IN (...): one look-up per key for a default batch of 500 records, well under the
 #: 999 bound parameters of SQLite before 3.32.
 _IN_CHUNK = 500
-
-SCALAR_FIELDS = ("title", "abstract", "journal", "published")
-LIST_FIELDS = ("authors", "publication_types", "mesh", "keywords")
-KEYS = ("doi_key", "pmid", "pmcid")
 
 
 @dataclass
@@ -51,136 +56,6 @@ class UpsertResult:
     new_sightings: int = 0
     #: Paper id for each input item, in input order.
     paper_ids: list[int] = field(default_factory=list)
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL (SQLite can): drop it from network text before storing.
-    return text.replace("\x00", "") if "\x00" in text else text
-
-
-def _no_nul_list(texts: list[str]) -> list[str]:
-    # One search of the joined texts instead of one per text (a PubMed record has ~10 authors).
-    if "\x00" not in "".join(texts):
-        return list(texts)
-    return [_no_nul(t) for t in texts]
-
-
-def prepare(item: Paper) -> dict[str, Any]:
-    """A paper row (as a dict) from an item: identifiers normalised, fingerprint computed."""
-    doi = normalise.clean_doi(item.doi)
-    return {
-        "doi": doi,
-        "doi_key": normalise.doi_key(doi),
-        "pmid": normalise.pmid(item.pmid),
-        "pmcid": normalise.pmcid(item.pmcid),
-        "title": normalise.squash(item.title),
-        "title_key": normalise.title_fingerprint(item.title),
-        "abstract": _no_nul(item.abstract).strip() or None if item.abstract else None,
-        "journal": normalise.squash(item.journal),
-        "published": item.published,
-        "year": item.published.year if item.published else None,
-        "authors": _no_nul_list(item.authors),
-        "publication_types": _no_nul_list(item.publication_types),
-        "mesh": _no_nul_list(item.mesh),
-        "keywords": _no_nul_list(item.keywords),
-        "rank": item.rank,
-    }
-
-
-def merge_into(row: dict[str, Any], rec: dict[str, Any], rec_rank: int) -> bool:
-    """Fill ``row`` from ``rec``; return whether anything changed.
-
-    A value from a record at least as authoritative as anything merged so far replaces the
-    stored one; a weaker record only fills what is empty. Empty values never blank anything.
-    """
-    changed = False
-    stronger = rec_rank >= row.get("rank", 0)
-    for name in (*SCALAR_FIELDS, *LIST_FIELDS):
-        value = rec.get(name)
-        if value in (None, "", []):
-            continue
-        if row.get(name) in (None, "", []) or (stronger and row.get(name) != value):
-            row[name] = value
-            changed = True
-    for key in ("doi", "doi_key", "pmid", "pmcid"):
-        if rec.get(key) and not row.get(key):
-            row[key] = rec[key]
-            changed = True
-    if changed:
-        row["title_key"] = normalise.title_fingerprint(row.get("title")) or row.get("title_key")
-        published = row.get("published")
-        row["year"] = published.year if published else row.get("year")
-    if rec_rank > row.get("rank", 0):
-        row["rank"] = rec_rank
-        changed = True
-    return changed
-
-
-class _Index:
-    """In-memory view of the rows a batch can touch, indexed by every identity key."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[tuple[str, str], dict[str, Any]] = {}
-        self.by_title: dict[str, list[dict[str, Any]]] = {}
-
-    def add(self, row: dict[str, Any]) -> None:
-        for key in KEYS:
-            if row.get(key):
-                self.by_key[(key, row[key])] = row
-        if row.get("title_key"):
-            bucket = self.by_title.setdefault(row["title_key"], [])
-            if all(r is not row for r in bucket):
-                bucket.append(row)
-
-    def remove(self, row: dict[str, Any]) -> None:
-        for key in KEYS:
-            if row.get(key) and self.by_key.get((key, row[key])) is row:
-                del self.by_key[(key, row[key])]
-        if row.get("title_key"):
-            bucket = self.by_title.get(row["title_key"], [])
-            self.by_title[row["title_key"]] = [r for r in bucket if r is not row]
-
-    def holder(self, key: str, value: str | None) -> dict[str, Any] | None:
-        return self.by_key.get((key, value)) if value else None
-
-    def matches(self, rec: dict[str, Any]) -> list[dict[str, Any]]:
-        """Rows that are this record, strongest evidence first, without repeats."""
-        found: list[dict[str, Any]] = []
-        for key in KEYS:
-            row = self.by_key.get((key, rec[key])) if rec.get(key) else None
-            if row is not None and all(row is not r for r in found):
-                found.append(row)
-        if rec.get("title_key"):
-            for row in self.by_title.get(rec["title_key"], []):
-                if _title_compatible(row, rec) and all(row is not r for r in found):
-                    found.append(row)
-        return found
-
-
-def _title_compatible(row: dict[str, Any], rec: dict[str, Any]) -> bool:
-    """A title match counts only when no identifier or year contradicts it."""
-    for key in KEYS:
-        if row.get(key) and rec.get(key) and row[key] != rec[key]:
-            return False
-    return not (row.get("year") and rec.get("year") and row["year"] != rec["year"])
-
-
-def _compatible(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(not (a.get(k) and b.get(k) and a[k] != b[k]) for k in KEYS)
-
-
-def _same_paper(primary: dict[str, Any], other: dict[str, Any], rec: dict[str, Any]) -> bool:
-    """Whether ``other``, also matched by ``rec``, is the same paper as ``primary``.
-
-    An identifier ``rec`` shares with ``other`` is proof enough (print and online years may
-    differ). A bare title match is not: a record without a year matches every stored paper
-    of that title, and papers of different years must not be folded together through it.
-    """
-    if not (_compatible(primary, other) and _compatible(other, rec)):
-        return False
-    if any(rec.get(k) and other.get(k) == rec[k] for k in KEYS):
-        return True
-    return _title_compatible(primary, other)
 
 
 def upsert(engine: Engine, items: Sequence[Paper], *, now: datetime | None = None) -> UpsertResult:
@@ -221,7 +96,7 @@ def _load_by_title(
     """Rows of these titles that a record carrying the identifiers ``shape`` can match by title.
 
     A stored row sharing an identifier with a record was loaded by identifier already; any
-    other row is title-compatible (``_title_compatible``) only if, for each identifier, the
+    other row is title-compatible (``identity.title_compatible``) only if, for each identifier, the
     row or the record lacks it. So only rows lacking all of the record's identifiers are
     asked for. Without this, a common title ("Erratum", "Reply", "Editorial") brought back
     every stored paper of that title with every batch: quadratic in the size of the store.
@@ -250,7 +125,7 @@ def _upsert_locked(
     session: Session, items: Sequence[Paper], records: list[dict[str, Any]], now: datetime
 ) -> UpsertResult:
     result = UpsertResult()
-    index = _Index()
+    index = Index()
     rows: list[dict[str, Any]] = []  # every row the batch touches, stored or new
     for row in _load_candidates(session, records):
         row["_orig"] = _row_values(row)
@@ -268,10 +143,10 @@ def _upsert_locked(
         primary = found[0]
         index.remove(primary)
         for other in found[1:]:
-            if _same_paper(primary, other, rec):
+            if same_paper(primary, other, rec):
                 index.remove(other)
                 _absorb(session, primary, other, result)
-        if not _compatible(primary, rec):  # identifiers disagree: keep the stored ones
+        if not compatible(primary, rec):  # identifiers disagree: keep the stored ones
             rec = {k: v for k, v in rec.items() if k not in KEYS}
         # An identifier held by another paper stays there (unique keys; no silent stealing).
         rec = {k: v for k, v in rec.items() if k not in KEYS or not index.holder(k, v)}
@@ -403,27 +278,6 @@ def _move_children(session: Session, old: int, new: int) -> None:
         session.flush()
 
 
-def _insert_ignore(
-    session: Session, model: type[Any], rows: list[dict[str, Any]], *, count: bool = True
-) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING for the dialect in use; return rows inserted.
-
-    Without ``count`` nothing is counted (0 is returned): the statement then needs no
-    RETURNING and runs as a plain executemany, cheaper per row.
-    """
-    if not rows:
-        return 0
-    dialect = session.get_bind().dialect.name
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = model.__table__
-    stmt = ins(table).on_conflict_do_nothing()
-    if not count:
-        session.connection().execute(stmt, rows)
-        return 0
-    # RETURNING yields only the rows actually inserted, on both dialects.
-    return len(session.connection().execute(stmt.returning(table.c.paper_id), rows).all())
-
-
 def _store_children(
     session: Session,
     items: Sequence[Paper],
@@ -451,5 +305,7 @@ def _store_children(
             "title": rec["title"] if seen is item.title else normalise.squash(seen),
             "seen_at": now,
         }
-    _insert_ignore(session, PaperTopic, list(topics.values()), count=False)
-    result.new_sightings = _insert_ignore(session, Sighting, list(sightings.values()))
+    insert_ignore(session, PaperTopic, list(topics.values()))
+    result.new_sightings = insert_ignore(
+        session, Sighting, list(sightings.values()), returning="paper_id"
+    )

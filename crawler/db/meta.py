@@ -1,0 +1,82 @@
+"""The ``meta`` table's one owner: installation facts and the daemon's record.
+
+Keys: ``secret_key`` (the link-signing key when none is in the environment), ``daemon`` (the
+daemon's self-description, JSON) and ``digest.last_fire`` (the last digest period done).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from crawler.db.engine import transaction
+from crawler.db.models import Meta
+
+SECRET_KEY = "secret_key"  # noqa: S105 - the row's name, not a secret
+DAEMON_KEY = "daemon"
+DIGEST_DONE_KEY = "digest.last_fire"
+
+
+def read(engine: Engine, key: str) -> str | None:
+    """The value stored under ``key``, or None."""
+    with transaction(engine) as session:
+        row = session.get(Meta, key)
+        return row.value if row is not None else None
+
+
+def write(engine: Engine, key: str, value: str) -> None:
+    """Store ``value`` under ``key`` (insert or replace)."""
+    with transaction(engine) as session:
+        row = session.get(Meta, key)
+        if row is None:
+            session.add(Meta(key=key, value=value))
+        else:
+            row.value = value
+
+
+def generated_secret(engine: Engine) -> str:
+    """The stored signing key, generated on first use; the first of two racing writers wins."""
+    stored = read(engine, SECRET_KEY)
+    if stored is not None:
+        return stored
+    try:
+        with transaction(engine) as session:
+            session.add(Meta(key=SECRET_KEY, value=secrets.token_urlsafe(48)))
+    except IntegrityError:
+        pass  # another process generated it first: use theirs
+    stored = read(engine, SECRET_KEY)
+    assert stored is not None
+    return stored
+
+
+def write_daemon_record(engine: Engine, info: dict[str, Any]) -> None:
+    """Store the daemon's record (what ``litwatch status`` shows about it)."""
+    write(engine, DAEMON_KEY, json.dumps(info))
+
+
+def read_daemon_record(engine: Engine) -> dict[str, Any]:
+    """The daemon record as last stored ({} when no daemon ever ran)."""
+    value = read(engine, DAEMON_KEY)
+    return json.loads(value) if value else {}
+
+
+def digest_done(engine: Engine) -> datetime | None:
+    """The scheduled time of the last digest period the daemon finished."""
+    value = read(engine, DIGEST_DONE_KEY)
+    return datetime.fromisoformat(value) if value else None
+
+
+def mark_digest_done(engine: Engine, cutoff: datetime) -> None:
+    """Record ``cutoff`` as done; the mark never moves back."""
+    with transaction(engine) as session:
+        row = session.get(Meta, DIGEST_DONE_KEY)
+        value = cutoff.astimezone(UTC).isoformat()
+        if row is None:
+            session.add(Meta(key=DIGEST_DONE_KEY, value=value))
+        elif datetime.fromisoformat(row.value) < cutoff:
+            row.value = value

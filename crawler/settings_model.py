@@ -1,0 +1,348 @@
+"""The configuration's shape: one pydantic model per section, validated as a whole.
+
+:mod:`crawler.settings` builds a :class:`Settings` from the defaults, a file and the environment.
+
+Secrets are read from the environment only and never appear in :meth:`Settings.redacted`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from crawler import __version__
+
+CONFIG_ENV = "LITWATCH_CONFIG"
+#: Environment variables that are secrets or test hooks, never config keys.
+SECRET_ENV = ("LITWATCH_SMTP_PASSWORD", "NCBI_API_KEY", "LITWATCH_SECRET_KEY")
+RESERVED_ENV = {
+    CONFIG_ENV,
+    *SECRET_ENV,
+    "LITWATCH_TEST_DATABASE_URL",
+    "LITWATCH_UPDATE_GOLDEN",
+    "LITWATCH_CORPUS",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the operator."""
+
+
+class LocatedError(ValueError):
+    """A cross-field check failure that knows which key is at fault.
+
+    A model validator's errors carry no location of their own; pydantic keeps the raised
+    exception in the error's ``ctx``, so :func:`load_settings` can name the key.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"30s"``, ``"15m"``, ``"6h"``, ``"1d"``, ``"2w"`` (or a number of seconds) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 15m, 6h, 1d)")
+
+
+def _format_duration(td: timedelta) -> str:
+    seconds = int(td.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(_format_duration, return_type=str)
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///litwatch.db"
+
+
+class CrawlSettings(_Section):
+    user_agent: str = "litwatch/{version} (+https://github.com/litwatch/litwatch)"
+    contact: str = "litwatch-operator@example.org"
+    obey_robots: bool = True
+    download_delay: float = Field(1.0, ge=0)
+    autothrottle: bool = True
+    timeout: Duration = timedelta(seconds=30)
+    retries: int = Field(3, ge=0, le=10)
+    #: First wait before retrying a 429/5xx without Retry-After (doubles each attempt).
+    backoff_base: float = Field(1.0, ge=0)
+    max_story_follows: int = Field(60, ge=0)
+
+    @property
+    def full_user_agent(self) -> str:
+        agent = self.user_agent.replace("{version}", __version__)
+        return f"{agent} {self.contact}".strip() if self.contact else agent
+
+
+class PubmedSettings(_Section):
+    base_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+    tool: str = "litwatch"
+    email: str = "litwatch-operator@example.org"
+    baseline: Duration = timedelta(days=30)
+    overlap: Duration = timedelta(days=2)
+    batch_size: int = Field(500, ge=1, le=10_000)
+
+
+class DigestSettings(_Section):
+    cron: str = "0 7 * * mon"
+    timezone: str = "UTC"
+    first_lookback: Duration = timedelta(days=7)
+    send_empty: bool = False
+    misfire_grace: Duration = timedelta(hours=24)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        # Validate with the daemon's own reading of the crontab (standard day-of-week numbers:
+        # 0 and 7 are Sunday, unlike APScheduler's from_crontab).
+        from crawler.schedule import digest_trigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"expected 5 crontab fields, got {len(v.split())}: {v!r}")
+        try:
+            digest_trigger(v, "UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab expression {v!r}: {exc}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v)
+
+
+def _check_timezone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {v!r}") from None
+    return v
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    ssl: bool = False
+    username: str = ""
+    #: Extra CA bundle to trust (a private relay's certificate); empty: the system store.
+    ca_file: str = ""
+    timeout: Duration = timedelta(seconds=30)
+    rate_per_minute: int = Field(0, ge=0)
+    max_per_run: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _tls(self) -> SmtpSettings:
+        if self.ssl and self.starttls:
+            raise ValueError("choose one of ssl (implicit TLS, port 465) and starttls")
+        return self
+
+
+class EmailSettings(_Section):
+    backend: Literal["file", "smtp"] = "file"
+    from_: str = Field("litwatch <litwatch@localhost>", alias="from")
+    outbox_dir: str = "outbox"
+    unsubscribe_mailto: str = ""
+    smtp: SmtpSettings = SmtpSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _no_header_injection(cls, v: str) -> str:
+        if "\r" in v or "\n" in v:
+            raise ValueError("must be one line")
+        return v
+
+
+class WebSettings(_Section):
+    base_url: str = "http://localhost:8080"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+
+class DaemonSettings(_Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    crawl_timeout: Duration = timedelta(minutes=30)
+    jitter: Duration = timedelta(minutes=5)
+
+
+class TopicSettings(_Section):
+    title: str | None = None
+    terms: list[str] = []
+    mesh: list[str] = []
+
+    @field_validator("terms")
+    @classmethod
+    def _terms(cls, v: list[str]) -> list[str]:
+        # An empty term (or a bare "*") would match every paper.
+        for term in v:
+            stem = term.strip().removesuffix("*")
+            if not stem.strip(" -"):
+                raise ValueError(f"empty term {term!r}")
+            if "*" in stem:
+                raise ValueError(f"{term!r}: '*' is allowed only at the end of a term")
+        return v
+
+
+_SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class SourceSettings(_Section):
+    id: str
+    kind: Literal["pubmed", "feed", "sciencedaily"]
+    enabled: bool = True
+    url: str | None = None
+    query: str | None = None
+    base_url: str | None = None
+    interval: Duration = timedelta(hours=6)
+    topics: list[str] | None = None
+    name: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _SOURCE_ID.match(v):
+            raise ValueError(f"{v!r}: use lower-case letters, digits, '.', '_' and '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SourceSettings:
+        if self.kind == "pubmed":
+            if not self.query:
+                raise ValueError(f"source {self.id!r}: kind 'pubmed' needs a query")
+            if self.url:
+                raise ValueError(f"source {self.id!r}: kind 'pubmed' takes query, not url")
+        else:
+            if not self.url or not re.match(r"^https?://", self.url):
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} needs an http(s) url")
+            if self.query:
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} takes url, not query")
+        if self.interval < timedelta(seconds=1):
+            raise ValueError(f"source {self.id!r}: interval must be at least 1s")
+        return self
+
+
+class Settings(_Section):
+    """The whole validated configuration."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    crawl: CrawlSettings = CrawlSettings()
+    pubmed: PubmedSettings = PubmedSettings()
+    digest: DigestSettings = DigestSettings()
+    email: EmailSettings = EmailSettings()
+    web: WebSettings = WebSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    topics: dict[str, TopicSettings] = {}
+    sources: list[SourceSettings] = []
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        seen: set[str] = set()
+        for i, src in enumerate(self.sources):
+            if src.id in seen:
+                raise LocatedError(f"duplicate source id {src.id!r}", ("sources", i, "id"))
+            seen.add(src.id)
+            for topic in src.topics or []:
+                if topic not in self.topics:
+                    known = ", ".join(self.topics) or "none"
+                    raise LocatedError(
+                        f"source {src.id!r}: unknown topic {topic!r} (known: {known})",
+                        ("sources", i, "topics"),
+                    )
+        return self
+
+    # Secrets come from the environment only, read when needed, never stored on the object.
+    @property
+    def smtp_password(self) -> str | None:
+        return os.environ.get("LITWATCH_SMTP_PASSWORD") or None
+
+    @property
+    def ncbi_api_key(self) -> str | None:
+        return os.environ.get("NCBI_API_KEY") or None
+
+    def source(self, source_id: str) -> SourceSettings:
+        for src in self.sources:
+            if src.id == source_id:
+                return src
+        known = ", ".join(s.id for s in self.sources) or "none configured"
+        raise ConfigError(f"unknown source {source_id!r} (known: {known})")
+
+    def topic_title(self, name: str) -> str:
+        topic = self.topics.get(name)
+        return topic.title if topic and topic.title else name.replace("_", " ").capitalize()
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with secrets masked."""
+        data = self.model_dump(mode="json", by_alias=True)
+        # Any URL may carry credentials (the database URL usually does), and a secret's value
+        # must not leak even where an operator pasted it into an ordinary key.
+        secrets = [v for v in (os.environ.get(n) for n in SECRET_ENV) if v]
+        data = _scrub(data, secrets)
+        data["secrets"] = {
+            name: ("set (hidden)" if os.environ.get(name) else "not set") for name in SECRET_ENV
+        }
+        return data
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        value = _mask_url(value)
+        for secret in secrets:
+            value = value.replace(secret, "***")
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` and of ``?password=``.
+
+    The password ends at the last "@" (SQLAlchemy accepts a raw "/" or "@" in it).
+    """
+    url = re.sub(r"(://[^:/@?#\s]*):\S*@(?=[^@\s]*$)", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&\s]*", r"\1***", url, flags=re.IGNORECASE)
