@@ -17,9 +17,10 @@ import time
 import zlib
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
+if TYPE_CHECKING:  # SQLAlchemy is imported when a lock is taken, not with this module
+    from sqlalchemy import Engine
 
 #: First key of litwatch's two-key PostgreSQL advisory locks ("litw").
 PG_LOCK_CLASS = 0x6C697477 & 0x7FFFFFFF
@@ -76,10 +77,12 @@ class NamedLock:
         return self._try_file()
 
     def _try_pg(self) -> bool:
+        from sqlalchemy import text
+
         conn = self.engine.connect()
-        key = zlib.crc32(self.name.encode()) & 0x7FFFFFFF
         got = conn.execute(
-            text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": PG_LOCK_CLASS, "k": key}
+            text("SELECT pg_try_advisory_lock(:c, :k)"),
+            {"c": PG_LOCK_CLASS, "k": pg_key(self.name)},
         ).scalar()
         conn.commit()
         if got:
@@ -106,6 +109,8 @@ class NamedLock:
         (a server restart, a network cut) without telling us; a file lock cannot be lost."""
         if self._conn is None:
             return self._fd is not None
+        from sqlalchemy import text
+
         try:
             self._conn.execute(text("SELECT 1"))
             self._conn.commit()
@@ -115,10 +120,12 @@ class NamedLock:
 
     def release(self) -> None:
         if self._conn is not None:
+            from sqlalchemy import text
+
             try:
-                key = zlib.crc32(self.name.encode()) & 0x7FFFFFFF
                 self._conn.execute(
-                    text("SELECT pg_advisory_unlock(:c, :k)"), {"c": PG_LOCK_CLASS, "k": key}
+                    text("SELECT pg_advisory_unlock(:c, :k)"),
+                    {"c": PG_LOCK_CLASS, "k": pg_key(self.name)},
                 )
                 self._conn.commit()
             finally:
@@ -141,9 +148,29 @@ class NamedLock:
         self.release()
 
 
-def lock_path(engine: Engine, name: str) -> Path:
-    """Where the SQLite lock file for ``name`` lives (next to the database file)."""
-    database = engine.url.database
+def pg_key(name: str) -> int:
+    """The second key of the advisory lock called ``name``."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def file_lock_free(path: Path) -> bool:
+    """Whether nobody holds the file lock at ``path`` (a probe: taken and given back)."""
+    if not path.exists():
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing gives the lock back
+    return True
+
+
+def lock_path(where: Engine | str | None, name: str) -> Path:
+    """Where the SQLite lock file for ``name`` lives (next to the database file; ``where`` is
+    the engine or the database file's path)."""
+    database = where if where is None or isinstance(where, str) else where.url.database
     if database and database != ":memory:" and not database.startswith("file:"):
         folder = Path(database).expanduser().resolve().parent / (Path(database).name + ".locks")
     else:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import lxml.etree
-import lxml.html
+if TYPE_CHECKING:
+    import lxml.html
 
 # A DOI is "10.<registrant>/<suffix>". Validation is deliberately loose (Crossref's advice):
 # registrant codes are 4-9 digits, the suffix is anything without white space.
@@ -190,6 +191,9 @@ def html_to_text(fragment: str | None) -> str | None:
         return None
     if "<" not in fragment and "&" not in fragment:
         return squash(fragment)
+    import lxml.etree  # here, not at the top: a CLI command that never parses HTML
+    import lxml.html  # (papers list, status) should not pay for lxml
+
     try:
         root = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except (lxml.etree.ParserError, ValueError):

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +63,9 @@ __all__ = [
 
 def defaults_path() -> Path:
     """The shipped defaults: inside the wheel as crawler/_config, in a checkout as config/."""
-    packaged = resources.files("crawler").joinpath("_config/defaults.toml")
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
+    here = Path(__file__).resolve().parent
+    packaged = here / "_config" / "defaults.toml"
+    return packaged if packaged.is_file() else here.parent / "config" / "defaults.toml"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -333,13 +333,13 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list):
         return [_scrub(v, secrets) for v in value]
     if isinstance(value, str):
-        value = _mask_url(value)
+        value = mask_url(value)
         for secret in secrets:
             value = value.replace(secret, "***")
     return value
 
 
-def _mask_url(url: str) -> str:
+def mask_url(url: str) -> str:
     """Hide the password of ``scheme://user:password@host`` and of ``?password=``.
 
     The password ends at the last "@" (SQLAlchemy accepts a raw "/" or "@" in it).

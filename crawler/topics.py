@@ -36,9 +36,9 @@ def terms_regex(
     """One regex matching wherever any of ``terms`` matches (ignoring case, by default).
 
     Python's ``re`` tries every alternative at every position of the text, so the plain
-    alternation of 30 term patterns, each opening with its own look-behind, cost about 0.5 ms
-    per abstract and topic: the slowest step of an ingest. Two rewrites that match exactly the
-    same texts make it 10-15x faster: the shared look-behind is tested once per position,
+    alternation of the term patterns, each opening with its own look-behind, was the slowest
+    step of an ingest. Two rewrites that match exactly the same texts make it an order of
+    magnitude faster (docs/benchmarks.md): the shared look-behind is tested once per position,
     and terms are grouped by their first character, so one comparison rejects a whole group.
     """
     groups: dict[str, list[str]] = {}

@@ -178,7 +178,7 @@ class PubmedSpider(LitwatchSpider):
         """Yield the papers of one EFetch page in batches; a short page is reported.
 
         Batches, not one item per paper: Scrapy's machinery for each item (scheduling, the
-        pipeline chain, signals) would add about 7% to an ingest's CPU time. Nor one item
+        pipeline chain, signals) is a measurable share of an ingest's CPU. Nor one item
         per page: that would hold the reactor for a whole page (up to 10,000 records) of
         parsing, then of storing, and a request falling due meanwhile would leave late, and
         the next one on time: closer together than NCBI's rate limit allows. So the reactor

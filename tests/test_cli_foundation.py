@@ -26,7 +26,6 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, text
 
 from crawler.cli.app import cli
-from crawler.db import engine as engine_db_module
 from crawler.db import engine as engine_module
 from crawler.db.engine import make_engine
 from crawler.db.migrate import _config, head_revision
@@ -88,7 +87,7 @@ def dispose_cli_engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         created.append(eng)
         return eng
 
-    monkeypatch.setattr(engine_db_module, "make_engine", tracking)
+    monkeypatch.setattr(engine_module, "make_engine", tracking)
     yield
     for eng in created:
         eng.dispose()
@@ -240,10 +239,12 @@ def test_locked_sqlite_database(
     holder = sqlite3.connect(tmp_path / "litwatch-test.db", isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
-        for args in (["status"], ["papers", "export"]):
-            result = run(config, *args)
-            assert result.exit_code == 1, result.output
-            assert "database is locked" in one_line_error(result)
+        result = run(config, "papers", "export")
+        assert result.exit_code == 1, result.output
+        assert "database is locked" in one_line_error(result)
+        # status reads without SQLAlchemy's write-ready transaction: WAL lets it read while
+        # another process writes, so monitoring answers during a long write.
+        assert run(config, "status").exit_code == 0
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -333,8 +334,16 @@ def test_status_json(seeded: tuple[Engine, Path]) -> None:
     assert data["daemon"]["running"] is False
 
 
-def test_status_on_fresh_database_sets_it_up(sqlite_url: str, tmp_path: Path) -> None:
-    result = run(write_config(tmp_path, sqlite_url), "status", "--json")
+def test_status_on_fresh_database_changes_nothing(sqlite_url: str, tmp_path: Path) -> None:
+    """Read-only commands never create or migrate a database: they say what to run."""
+    config = write_config(tmp_path, sqlite_url)
+    for args in (["status", "--json"], ["papers", "list"]):
+        result = run(config, *args)
+        assert result.exit_code == 2, result.output
+        assert "run `litwatch db upgrade`" in one_line_error(result)
+    assert not (tmp_path / "litwatch-test.db").exists()
+    assert run(config, "db", "upgrade").exit_code == 0
+    result = run(config, "status", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["database"]["papers"] == 0
 
@@ -575,6 +584,10 @@ def test_subprocess_upgrade_export_and_config_error(tmp_path: Path) -> None:
 
 def test_subprocess_fresh_machine_defaults(tmp_path: Path) -> None:
     """No config at all: built-in defaults, a SQLite file in the working directory."""
+    result = _litwatch("status", "--json", cwd=tmp_path)
+    assert result.returncode == 2 and b"run `litwatch db upgrade`" in result.stderr
+    assert not (tmp_path / "litwatch.db").exists()
+    assert _litwatch("db", "upgrade", cwd=tmp_path).returncode == 0
     result = _litwatch("status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["database"]["papers"] == 0

@@ -7,6 +7,8 @@ use, so ``litwatch --help`` and ``litwatch COMMAND --help`` start in a blink.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, NoReturn
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
+    from crawler.db.reader import Reader
     from crawler.settings import Settings
 
 EXIT_FAILURE = 1
@@ -80,6 +83,20 @@ class App:
                 fail(database_message(engine, exc))
             self.__dict__["_schema_ok"] = True
         return engine
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """A read-only connection without SQLAlchemy (see :mod:`crawler.db.reader`); the
+        database is never created or migrated: a command says what to run instead."""
+        from crawler.db.reader import ReaderError, open_reader
+        from crawler.settings_model import mask_url
+
+        url = self.settings.database.url
+        try:
+            with open_reader(url, mask_url(url)) as reader:
+                yield reader
+        except ReaderError as exc:
+            fail(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE)
 
 
 def database_message(engine: Engine, exc: SQLAlchemyError) -> str:

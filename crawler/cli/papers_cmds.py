@@ -67,13 +67,11 @@ def papers_list(
     """
     from rich.table import Table
 
-    from crawler.db.engine import transaction
-    from crawler.db.queries import newest
+    from crawler.db.listing import newest
 
     _check_topic(app, topic)
-    engine = app.engine()
-    with transaction(engine) as session:
-        rows, topics = newest(session, _since(since), topic, source_id, limit)
+    with app.reader() as reader:
+        rows = newest(reader, since=_since(since), topic=topic, source=source_id, limit=limit)
     table = Table(title=f"{len(rows)} papers", title_justify="left")
     for col in ("first seen", "id", "doi / pmid", "title", "topics"):
         table.add_column(col, overflow="fold")
@@ -83,7 +81,7 @@ def papers_list(
             f"#{p.id}",
             p.doi or (f"PMID {p.pmid}" if p.pmid else "-"),
             (p.title or "(untitled)")[:120],
-            ", ".join(topics.get(p.id, [])),
+            ", ".join(p.topics),
         )
     app.out.print(table)
 

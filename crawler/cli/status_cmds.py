@@ -21,12 +21,12 @@ def status(app: App, as_json: bool) -> None:
     Example:
       litwatch status --json | jq .sources
     """
-    from crawler.db.engine import transaction
+    from crawler.db.reader import lock_held
     from crawler.db.status import collect_status
+    from crawler.locks import DAEMON_LOCK
 
-    engine = app.engine()
-    with transaction(engine) as session:
-        data = collect_status(app.settings, engine, session)
+    with app.reader() as reader:
+        data = collect_status(app.settings, reader, lock_held(reader, DAEMON_LOCK))
     if as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
         return

@@ -14,12 +14,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from crawler.db import DAEMON_KEY, DIGEST_DONE_KEY, SECRET_KEY
 from crawler.db.engine import transaction
 from crawler.db.models import Meta
 
-SECRET_KEY = "secret_key"  # noqa: S105 - the row's name, not a secret
-DAEMON_KEY = "daemon"
-DIGEST_DONE_KEY = "digest.last_fire"
+__all__ = ["DAEMON_KEY", "DIGEST_DONE_KEY", "SECRET_KEY"]
 
 
 def read(engine: Engine, key: str) -> str | None:

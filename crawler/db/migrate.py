@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from crawler.db import HEAD
 from crawler.db.engine import DatabaseError, describe_url, table_names
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-#: The newest migration's revision; update with every new migration (tests check it).
-HEAD = "0001"
 
 
 def _config() -> Config:

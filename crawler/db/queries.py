@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from crawler import normalise
@@ -35,21 +35,6 @@ def papers_query(
             exists().where(Sighting.paper_id == PaperRow.id, Sighting.source_id == source)
         )
     return stmt.order_by(PaperRow.first_seen, PaperRow.id)
-
-
-def newest(
-    session: Session,
-    since: datetime | None,
-    topic: str | None,
-    source: str | None,
-    limit: int,
-) -> tuple[list[PaperRow], dict[int, list[str]]]:
-    """The ``limit`` papers first seen last (with the filters of :func:`papers_query`), and
-    their topics."""
-    stmt = papers_query(since=since, topic=topic, source=source)
-    stmt = stmt.order_by(None).order_by(PaperRow.first_seen.desc(), PaperRow.id.desc())
-    rows = list(session.scalars(stmt.limit(limit)))
-    return rows, topics_of(session, [p.id for p in rows])
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
@@ -149,20 +134,3 @@ def find_paper(session: Session, ident: str) -> PaperRow | None:
     if pmid:
         return session.scalar(select(PaperRow).where(PaperRow.pmid == pmid))
     return None
-
-
-def counts(session: Session) -> dict[str, Any]:
-    """What the database holds, for ``litwatch status``."""
-    by_topic: dict[str, int] = {
-        topic: n
-        for topic, n in session.execute(
-            select(PaperTopic.topic, func.count()).group_by(PaperTopic.topic)
-        )
-    }
-    return {
-        "papers": session.scalar(select(func.count()).select_from(PaperRow)) or 0,
-        "with_doi": session.scalar(select(func.count()).where(PaperRow.doi_key.is_not(None))) or 0,
-        "sightings": session.scalar(select(func.count()).select_from(Sighting)) or 0,
-        "by_topic": by_topic,
-        "newest": session.scalar(select(func.max(PaperRow.first_seen))),
-    }

@@ -8,8 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from crawler.export.authors import AuthorName, parse_author
-from crawler.export.formats import (
-    Record,
+from crawler.export.fields import (
     _date_parts,
     _flat,
     _strings,
@@ -17,6 +16,7 @@ from crawler.export.formats import (
     is_preprint,
     landing_url,
 )
+from crawler.export.formats import Record
 
 # --- BibTeX ---------------------------------------------------------------------------------
 

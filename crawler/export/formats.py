@@ -1,79 +1,11 @@
-"""Export formats, the record shape they read, and helpers every writer shares."""
+"""Export format names and the record shape every writer reads (light: the CLI's option
+choices come from here)."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
-from urllib.parse import quote, urlsplit
-
-from crawler.normalise import squash
 
 Record = Mapping[str, Any]
 ExportFormat = Literal["jsonl", "csv", "ris", "bibtex"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
-
-
-# --- Shared helpers -------------------------------------------------------------------------
-
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
-
-
-def _date_parts(value: object) -> tuple[str, str, str] | None:
-    """("2021", "07", "01") from "2021-07-01"; missing month or day parts are ""."""
-    m = _DATE.match(_text(value))
-    if not m:
-        return None
-    month, day = m.group(2) or "", m.group(3) or ""
-    if not month or not 1 <= int(month) <= 12:
-        return m.group(1), "", ""
-    return m.group(1), month, day if day and 1 <= int(day) <= 31 else ""
-
-
-def is_preprint(record: Record) -> bool:
-    """A preprint by publication type, or seen only as a preprint (never as an article)."""
-    types = {t.casefold() for t in _strings(record.get("publication_types"))}
-    if "preprint" in types:
-        return True
-    kinds = {s.get("kind") for s in record.get("sightings") or [] if isinstance(s, Mapping)}
-    return "preprint" in kinds and "article" not in kinds
-
-
-def landing_url(record: Record) -> str:
-    """The DOI resolver URL, else the PubMed page, else the first http(s) sighting URL."""
-    doi = _text(record.get("doi"))
-    if doi:
-        # DOI Handbook: characters such as "#", "?", "%" and "<" must be encoded in a URL.
-        return "https://doi.org/" + quote(doi, safe="/():;[]")
-    pmid = _text(record.get("pmid"))
-    if pmid.isdigit():
-        return f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
-    for url in _sighting_urls(record):
-        # Only web links: a "javascript:" URL from a feed would become clickable in Zotero.
-        if urlsplit(url).scheme.lower() in {"http", "https"}:
-            return quote(url, safe=":/?#[]@!$&'()*+,;=%~")
-    return ""
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _strings(value: object) -> list[str]:
-    if not isinstance(value, list | tuple):
-        return []
-    return [item for item in (_text(v).strip() for v in value) if item]
-
-
-def _flat(text: str) -> str:
-    """One line of text: control characters dropped, white space (any line break) squashed."""
-    cleaned = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
-    return squash(cleaned) or ""
-
-
-def _sighting_urls(record: Record) -> list[str]:
-    urls = (s.get("url") for s in record.get("sightings") or [] if isinstance(s, Mapping))
-    return list(dict.fromkeys(url for url in urls if isinstance(url, str) and url))

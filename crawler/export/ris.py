@@ -6,8 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 from crawler.export.authors import parse_author, ris_author
-from crawler.export.formats import (
-    Record,
+from crawler.export.fields import (
     _date_parts,
     _flat,
     _strings,
@@ -15,6 +14,7 @@ from crawler.export.formats import (
     is_preprint,
     landing_url,
 )
+from crawler.export.formats import Record
 
 # --- RIS ------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterable
 from typing import TextIO
 
-from crawler.export.formats import Record, _sighting_urls, _strings, _text
+from crawler.export.fields import _sighting_urls, _strings, _text
+from crawler.export.formats import Record
 
 # --- JSON Lines -----------------------------------------------------------------------------
 

@@ -51,8 +51,8 @@ class QuietItemLogFormatter(LogFormatter):
     """Scrapy's log formatter without its two DEBUG lines per item ("Scraped from", "Dropped").
 
     crawler.logs never shows Scrapy below WARNING, but Scrapy still builds a log record for
-    every item before the handler discards it: about 4% of the CPU of a 20,000-record ingest
-    (docs/benchmarks.md). Returning None tells Scrapy not to log at all.
+    every item before the handler discards it (a measurable share of an ingest's CPU, see
+    docs/benchmarks.md). Returning None tells Scrapy not to log at all.
     """
 
     def scraped(  # type: ignore[override]

@@ -275,11 +275,12 @@ def _crawl_gc() -> Iterator[None]:
 
     A crawl allocates millions of short-lived objects (an EFetch page of 500 articles makes
     several per element and field), and CPython's collector, run every 700 allocations and
-    then again over everything older, cost about 1 s of a 20,000-record ingest's 11 s of CPU,
-    mostly re-examining the hundreds of thousands of objects start-up left behind (modules,
-    classes, settings). Those are frozen (never examined again) for the crawl, and young
-    objects are collected every :data:`CRAWL_GC_THRESHOLD` allocations instead: an ingest's
-    garbage is nearly all freed by reference counting anyway. Both are undone afterwards.
+    then again over everything older, is a noticeable share of an ingest's CPU (figures in
+    docs/benchmarks.md), mostly re-examining the hundreds of thousands of objects start-up
+    left behind (modules, classes, settings). Those are frozen (never examined again) for the
+    crawl, and young objects are collected every :data:`CRAWL_GC_THRESHOLD` allocations
+    instead: an ingest's garbage is nearly all freed by reference counting anyway. Both are
+    undone afterwards.
     """
     thresholds = gc.get_threshold()
     gc.freeze()
