@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -182,6 +184,8 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Whether the digest tells this subscriber what happened to papers they were sent.
+    updates: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class Delivery(Base):
@@ -216,6 +220,80 @@ class DeliveryPaper(Base):
     paper_id: Mapped[int] = mapped_column(
         ForeignKey("papers.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class NewsItem(Base):
+    """Press coverage that names no paper (a news story without a DOI): shown under its own
+    headline, never as a nameless paper."""
+
+    __tablename__ = "news_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    source_id: Mapped[str] = mapped_column(String(64))
+    headline: Mapped[str] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    #: Who put the story out (ScienceDaily's "Source": a university, an institute).
+    outlet: Mapped[str | None] = mapped_column(String(500))
+    published: Mapped[date | None] = mapped_column(Date)
+    topics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DeliveryNews(Base):
+    __tablename__ = "delivery_news"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    news_id: Mapped[int] = mapped_column(
+        ForeignKey("news_items.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class PaperEventRow(Base):
+    """A typed fact about a paper's life (retracted, corrected, ...), stored once however often
+    and wherever it is learned (``key``)."""
+
+    __tablename__ = "paper_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paper_id: Mapped[int] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    #: paper id, type and the notice's identity: the same event learned twice is one row.
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    notice_doi: Mapped[str | None] = mapped_column(String(300))
+    notice_pmid: Mapped[str | None] = mapped_column(String(16))
+    notice_title: Mapped[str | None] = mapped_column(Text)
+    notice_url: Mapped[str | None] = mapped_column(String(2000))
+    source: Mapped[str] = mapped_column(String(32))
+    date: Mapped[date | None] = mapped_column(Date)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: Set when the event was itself withdrawn (a retraction notice retracted): kept, not shown.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryEvent(Base):
+    """An event told in a delivery: each (subscriber, event) is told once."""
+
+    __tablename__ = "delivery_events"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("paper_events.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RateLimit(Base):
+    """A fixed-window counter shared by every web process (sign-ups per client, say)."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Meta(Base):
