@@ -1,0 +1,169 @@
+"""The one owner of ``paper_events``: what happened to each paper, stored once.
+
+Parsers report :class:`crawler.events.PaperEvent` values about a target (a DOI or PMID). Here
+they are matched to stored papers (an event about a paper litwatch does not hold is not kept),
+folded to the paper-side type (a notice's ``retraction_of`` is its target's ``retracted``), and
+merged with what is known already: the same event learned again, from the same source or
+another one (PubMed names the notice by PMID, Crossref by DOI), fills in the row it matches
+instead of adding one. Two events match when they are about the same paper, of the same type,
+and share a notice identifier, or one of them names no notice at all (PubMed's "Retracted
+Publication" type, learned before its notice).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crawler.db.engine import insert_ignore
+from crawler.db.models import PaperEventRow, PaperRow
+from crawler.events import (
+    CONCERN,
+    CURRENT,
+    PUBLISHED,
+    RETRACTED,
+    WITHDRAWN,
+    PaperEvent,
+    status_of,
+)
+from crawler.normalise import squash
+
+_FILLED = ("notice_doi", "notice_pmid", "notice_title", "notice_url", "date")
+#: What happens to a paper at most once: a second report of it is the same event, whatever
+#: notice identifier it carries (PubMed names the notice by PMID, Crossref by DOI). Errata and
+#: updates come many to a paper and are told apart by their notices.
+SINGULAR = frozenset({RETRACTED, WITHDRAWN, CONCERN, PUBLISHED})
+
+
+def resolve(session: Session, events: Iterable[PaperEvent]) -> list[tuple[int, PaperEvent]]:
+    """Each event whose target is a stored paper, with that paper's id (others are dropped)."""
+    events = list(events)
+    dois = {e.target_doi for e in events if e.target_doi}
+    pmids = {e.target_pmid for e in events if e.target_pmid}
+    by_doi: dict[str, int] = {}
+    by_pmid: dict[str, int] = {}
+    if dois:
+        rows = session.execute(
+            select(PaperRow.doi_key, PaperRow.id).where(PaperRow.doi_key.in_(dois))
+        )
+        by_doi = {key: pid for key, pid in rows if key}
+    if pmids:
+        rows = session.execute(select(PaperRow.pmid, PaperRow.id).where(PaperRow.pmid.in_(pmids)))
+        by_pmid = {key: pid for key, pid in rows if key}
+    found = []
+    for event in events:
+        pid = by_doi.get(event.target_doi or "") or by_pmid.get(event.target_pmid or "")
+        if pid is not None:
+            found.append((pid, event))
+    return found
+
+
+def record(session: Session, found: Sequence[tuple[int, PaperEvent]], now: datetime) -> int:
+    """Store events about stored papers; how many were new (the rest filled in known rows)."""
+    known: dict[int, list[PaperEventRow]] = defaultdict(list)
+    ids = {pid for pid, _ in found}
+    if ids:
+        for row in session.scalars(select(PaperEventRow).where(PaperEventRow.paper_id.in_(ids))):
+            known[row.paper_id].append(row)
+    new = 0
+    for pid, event in found:
+        match = next((r for r in known[pid] if _same(r, event)), None)
+        if match is not None:
+            _fill(match, event)
+            continue
+        values = _values(pid, event, now)
+        if insert_ignore(session, PaperEventRow, [values], returning="id"):
+            new += 1
+            added = session.scalar(select(PaperEventRow).where(PaperEventRow.key == values["key"]))
+            if added is not None:
+                known[pid].append(added)
+    return new
+
+
+def _same(row: PaperEventRow, event: PaperEvent) -> bool:
+    if row.type != event.paper_type:
+        return False
+    if row.type in SINGULAR:
+        return True
+    row_ids = {("doi", row.notice_doi), ("pmid", row.notice_pmid)} - {("doi", None), ("pmid", None)}
+    new_ids = {("doi", event.notice_doi), ("pmid", event.notice_pmid)}
+    new_ids -= {("doi", None), ("pmid", None)}
+    if not row_ids or not new_ids:
+        return not (row_ids and new_ids) and _titles_agree(row.notice_title, event.notice_title)
+    return bool(row_ids & new_ids)
+
+
+def _titles_agree(stored: str | None, given: str | None) -> bool:
+    # Without identifiers, two titled notices of one type are one only if the titles agree
+    # (a paper may have several errata, each cited by its own RefSource).
+    if stored is None or given is None:
+        return True
+    return _notice_title(stored) == _notice_title(given)
+
+
+def _notice_title(title: str) -> str:
+    # Not the papers' title fingerprint: it drops the numbers that tell citations apart.
+    return (squash(title) or "").casefold()
+
+
+def _fill(row: PaperEventRow, event: PaperEvent) -> None:
+    for name in _FILLED:
+        if getattr(row, name) is None and getattr(event, name) is not None:
+            setattr(row, name, getattr(event, name))
+
+
+def _values(pid: int, event: PaperEvent, now: datetime) -> dict[str, object]:
+    return {
+        "paper_id": pid,
+        "type": event.paper_type,
+        "key": event_key(pid, event),
+        "notice_doi": event.notice_doi,
+        "notice_pmid": event.notice_pmid,
+        "notice_title": event.notice_title,
+        "notice_url": event.notice_url,
+        "source": event.source,
+        "date": event.date,
+        "detected_at": now,
+        "withdrawn_at": None,
+    }
+
+
+def event_key(pid: int, event: PaperEvent) -> str:
+    """The row's unique key: the paper, the paper-side type and the notice's identity."""
+    if event.paper_type in SINGULAR:
+        return f"{pid}:{event.paper_type}"
+    notice = (
+        (f"doi:{event.notice_doi}" if event.notice_doi else None)
+        or (f"pmid:{event.notice_pmid}" if event.notice_pmid else None)
+        or (f"title:{_notice_title(event.notice_title)}" if event.notice_title else None)
+        or "-"
+    )
+    return f"{pid}:{event.paper_type}:{notice}"[:400]
+
+
+def events_of(session: Session, ids: Iterable[int]) -> dict[int, list[PaperEventRow]]:
+    """Each paper's standing events (withdrawn ones left out), oldest first."""
+    out: dict[int, list[PaperEventRow]] = defaultdict(list)
+    ids = list(ids)
+    if not ids:
+        return out
+    rows = session.scalars(
+        select(PaperEventRow)
+        .where(PaperEventRow.paper_id.in_(ids), PaperEventRow.withdrawn_at.is_(None))
+        .order_by(PaperEventRow.detected_at, PaperEventRow.id)
+    )
+    for row in rows:
+        out[row.paper_id].append(row)
+    return out
+
+
+def statuses(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Each paper's status: its gravest standing event, else ``current``."""
+    ids = list(ids)
+    events = events_of(session, ids)
+    return {pid: status_of(r.type for r in events.get(pid, [])) if pid in events else CURRENT
+            for pid in ids}  # fmt: skip
