@@ -144,3 +144,18 @@ def label_of(type_or_status: str) -> str:
     if type_or_status == CURRENT:
         return ""
     return LABELS[paper_type(type_or_status)]
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """What one answer of a lifecycle source said: the events, and how far the watch got.
+
+    ``checked`` counts the papers this answer covered; ``progress`` is where a rerun after a
+    crash may resume (the last PMID of an EFetch batch, a Crossref cursor), saved only once the
+    batch's events are stored.
+    """
+
+    stage: str
+    events: list[PaperEvent]
+    checked: int = 0
+    progress: str | None = None

@@ -30,6 +30,8 @@ PG_LOCK_CLASS = 0x6C697477 & 0x7FFFFFFF
 DAEMON_LOCK = "daemon"
 #: One digest sender at a time.
 SEND_LOCK = "digest-send"
+#: One lifecycle watch at a time.
+WATCH_LOCK = "lifecycle-watch"
 
 
 def crawl_lock(source_id: str) -> str:

@@ -118,6 +118,29 @@ class PubmedSettings(_Section):
     batch_size: int = Field(500, ge=1, le=10_000)
 
 
+class CrossrefSettings(_Section):
+    """The Crossref REST API, asked by the lifecycle watch (``mailto`` joins the polite pool)."""
+
+    base_url: str = "https://api.crossref.org/"
+    mailto: str = "litwatch-operator@example.org"
+    #: Seconds between two requests at least; Crossref's X-Rate-Limit headers may ask for more.
+    delay: float = Field(1.0, ge=0.0, le=60.0)
+
+
+class LifecycleSettings(_Section):
+    """The watch over papers already sent: retractions, corrections, concerns, updates."""
+
+    enabled: bool = True
+    #: How often the daemon runs the watch.
+    interval: Duration = timedelta(days=7)
+    #: Papers delivered to anyone within this many months are watched ...
+    watch_months: int = Field(24, ge=1, le=600)
+    #: ... or every paper in the database.
+    all_papers: bool = False
+    #: PMIDs per EFetch request (POSTed: no URL grows with it).
+    batch_size: int = Field(200, ge=1, le=500)
+
+
 class DigestSettings(_Section):
     cron: str = "0 7 * * mon"
     timezone: str = "UTC"
@@ -271,6 +294,8 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     crawl: CrawlSettings = CrawlSettings()
     pubmed: PubmedSettings = PubmedSettings()
+    crossref: CrossrefSettings = CrossrefSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     digest: DigestSettings = DigestSettings()
     email: EmailSettings = EmailSettings()
     web: WebSettings = WebSettings()

@@ -16,6 +16,7 @@ from crawler.cli import (
     papers_cmds,
     status_cmds,
     subscriber_cmds,
+    watch_cmds,
     web_cmds,
 )
 from crawler.cli.context import App, domain_error, fail
@@ -26,6 +27,7 @@ MODULES = (
     config_cmds,
     status_cmds,
     crawl_cmds,
+    watch_cmds,
     papers_cmds,
     subscriber_cmds,
     digest_cmds,

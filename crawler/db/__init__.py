@@ -10,3 +10,5 @@ HEAD = "0002"
 SECRET_KEY = "secret_key"  # noqa: S105 - the row's name, not a secret
 DAEMON_KEY = "daemon"
 DIGEST_DONE_KEY = "digest.last_fire"
+#: The lifecycle watch: its last run, and where an interrupted one resumes (JSON).
+WATCH_KEY = "lifecycle.watch"

@@ -167,3 +167,26 @@ def statuses(session: Session, ids: Iterable[int]) -> dict[int, str]:
     events = events_of(session, ids)
     return {pid: status_of(r.type for r in events.get(pid, [])) if pid in events else CURRENT
             for pid in ids}  # fmt: skip
+
+
+def watchlist(session: Session, since: datetime | None) -> tuple[list[str], int]:
+    """The PMIDs to re-check, in ascending order, and how many watched papers have a DOI.
+
+    Papers delivered to anyone since ``since`` (every paper when None).
+    """
+    from crawler.db.models import Delivery, DeliveryPaper
+
+    stmt = select(PaperRow.pmid, PaperRow.doi_key)
+    if since is not None:
+        sent = (
+            select(DeliveryPaper.paper_id)
+            .join(Delivery, Delivery.id == DeliveryPaper.delivery_id)
+            .where(Delivery.state == "sent", Delivery.sent_at >= since)
+        )
+        stmt = stmt.where(PaperRow.id.in_(sent))
+    pmids, with_doi = [], 0
+    for pmid, doi_key in session.execute(stmt):
+        if pmid:
+            pmids.append(pmid)
+        with_doi += bool(doi_key)
+    return sorted(set(pmids), key=int), with_doi

@@ -13,12 +13,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from crawler.db import DAEMON_KEY, DIGEST_DONE_KEY, SECRET_KEY
+from crawler.db import DAEMON_KEY, DIGEST_DONE_KEY, SECRET_KEY, WATCH_KEY
 from crawler.db.engine import transaction
 from crawler.db.models import Meta
 
-__all__ = ["DAEMON_KEY", "DIGEST_DONE_KEY", "SECRET_KEY"]
+__all__ = ["DAEMON_KEY", "DIGEST_DONE_KEY", "SECRET_KEY", "WATCH_KEY"]
 
 
 def read(engine: Engine, key: str) -> str | None:
@@ -79,3 +80,19 @@ def mark_digest_done(engine: Engine, cutoff: datetime) -> None:
             session.add(Meta(key=DIGEST_DONE_KEY, value=value))
         elif datetime.fromisoformat(row.value) < cutoff:
             row.value = value
+
+
+def put(session: Session, key: str, value: str) -> None:
+    """Store ``value`` under ``key`` inside the caller's transaction (with the writes it
+    belongs to: a watch's progress and the events it learned commit together)."""
+    row = session.get(Meta, key)
+    if row is None:
+        session.add(Meta(key=key, value=value))
+    else:
+        row.value = value
+
+
+def read_in(session: Session, key: str) -> str | None:
+    """The value under ``key`` as the caller's transaction sees it."""
+    row = session.get(Meta, key)
+    return row.value if row is not None else None

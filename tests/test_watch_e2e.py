@@ -1,0 +1,190 @@
+"""``litwatch watch`` end to end: the real CLI against a fake E-utilities and Crossref on
+127.0.0.1, on SQLite and PostgreSQL.
+
+Two papers were sent to a subscriber, a third never was. The watch re-reads the two by PMID
+(POSTed in batches) and lists the notices Crossref indexed since the last check; it stores the
+retraction PubMed reports and the correction Crossref reports, ignores a notice about a paper
+litwatch does not hold, and a second run adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from sqlalchemy import Engine, select
+
+from crawler.db.engine import transaction
+from crawler.db.models import Delivery, DeliveryPaper, PaperEventRow, PaperRow, Subscriber
+from crawler.db.store import upsert
+from crawler.items import Paper
+from tests.support.config import write_toml
+from tests.support.db import migrated_engine
+from tests.support.httpserver import LocalHTTPServer, Request, Response, max_in_window
+
+pytestmark = pytest.mark.slow
+
+ARTICLE = (
+    '<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM">'
+    '<PMID Version="1">{pmid}</PMID><Article PubModel="Print">'
+    "<Journal><Title>J Test</Title><JournalIssue><PubDate><Year>2021</Year></PubDate>"
+    "</JournalIssue></Journal><ArticleTitle>{title}</ArticleTitle>"
+    "<PublicationTypeList>{types}</PublicationTypeList></Article>"
+    "<CommentsCorrectionsList>{links}</CommentsCorrectionsList></MedlineCitation>"
+    '<PubmedData><ArticleIdList><ArticleId IdType="pubmed">{pmid}</ArticleId>'
+    "{doi}</ArticleIdList></PubmedData></PubmedArticle>"
+)
+RETRACTED = ARTICLE.format(
+    pmid="34196305",
+    title="Passive transfer of fibromyalgia symptoms from patients to mice.",
+    types='<PublicationType UI="D016441">Retracted Publication</PublicationType>',
+    links='<CommentsCorrections RefType="RetractionIn"><RefSource>J Test. 2026;5:1</RefSource>'
+    '<PMID Version="1">40000001</PMID></CommentsCorrections>',
+    doi='<ArticleId IdType="doi">10.1172/JCI144201</ArticleId>',
+)
+PLAIN = ARTICLE.format(
+    pmid="30000002", title="A second paper.", types="", links="", doi=""
+)  # fmt: skip
+NOTICES = {
+    "status": "ok",
+    "message-type": "work-list",
+    "message-version": "1.0.0",
+    "message": {
+        "total-results": 2,
+        "items-per-page": 1000,
+        "next-cursor": "cursor-2",
+        "items": [
+            {
+                "DOI": "10.5555/correction.1",
+                "type": "journal-article",
+                "title": ["Correction: Passive transfer of fibromyalgia symptoms"],
+                "update-to": [
+                    {"DOI": "10.1172/JCI144201", "type": "correction", "label": "Correction",
+                     "updated": {"date-parts": [[2026, 11, 20]]}},
+                ],
+            },
+            {
+                "DOI": "10.5555/retraction.9",
+                "type": "journal-article",
+                "title": ["Retraction: a paper litwatch never saw"],
+                "update-to": [
+                    {"DOI": "10.5555/unknown.paper", "type": "retraction", "label": "Retraction",
+                     "updated": {"date-parts": [[2026, 11, 21]]}},
+                ],
+            },
+        ],
+    },
+}  # fmt: skip
+EMPTY_PAGE = {
+    "status": "ok",
+    "message-type": "work-list",
+    "message": {"total-results": 2, "next-cursor": "cursor-3", "items": []},
+}
+
+
+class FakeApis:
+    """EFetch by POSTed id list, and Crossref's cursor-paged works query."""
+
+    def __init__(self, server: LocalHTTPServer) -> None:
+        self.fetched: list[list[str]] = []
+        self.cursors: list[str] = []
+        server.add_handler("/eutils/efetch.fcgi", self.efetch)
+        server.add_handler("/crossref/works", self.works)
+
+    def efetch(self, request: Request) -> Response:
+        assert request.method == "POST"
+        ids = parse_qs(request.body.decode())["id"][0].split(",")
+        self.fetched.append(ids)
+        records = {"34196305": RETRACTED, "30000002": PLAIN}
+        body = "<PubmedArticleSet>" + "".join(records[i] for i in ids) + "</PubmedArticleSet>"
+        return Response(body=body.encode(), content_type="text/xml; charset=UTF-8")
+
+    def works(self, request: Request) -> Response:
+        cursor = request.arg("cursor") or ""
+        self.cursors.append(cursor)
+        page = NOTICES if cursor == "*" else EMPTY_PAGE
+        headers = {"X-Rate-Limit-Limit": "50", "X-Rate-Limit-Interval": "1s"}
+        return Response(
+            body=json.dumps(page).encode(), content_type="application/json", headers=headers
+        )
+
+
+def _seed(engine: Engine) -> None:
+    upsert(
+        engine,
+        [
+            Paper(source_id="s", origin="pubmed", pmid="34196305", doi="10.1172/JCI144201",
+                  title="Passive transfer of fibromyalgia symptoms from patients to mice."),
+            Paper(source_id="s", origin="pubmed", pmid="30000002", title="A second paper."),
+            Paper(source_id="s", origin="pubmed", pmid="30000003", title="Never sent."),
+        ],
+    )  # fmt: skip
+    now = datetime.now(UTC)
+    with transaction(engine) as session:
+        ids = {p.pmid: p.id for p in session.scalars(select(PaperRow))}
+        sub = Subscriber(email="ada@example.org", email_key="ada@example.org", token="t" * 32,
+                         topics=["fibromyalgia"], created_at=now)  # fmt: skip
+        session.add(sub)
+        session.flush()
+        delivery = Delivery(
+            subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=now, state="sent",
+            message_id="<m@x>", created_at=now, sent_at=now,
+        )  # fmt: skip
+        session.add(delivery)
+        session.flush()
+        for pmid in ("34196305", "30000002"):
+            session.add(DeliveryPaper(delivery_id=delivery.id, paper_id=ids[pmid]))
+
+
+def _watch(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "--config", str(config), "watch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_watch_finds_each_event_once(db_url: str, tmp_path: Path) -> None:
+    engine = migrated_engine(db_url)
+    try:
+        _seed(engine)
+        with LocalHTTPServer() as server:
+            apis = FakeApis(server)
+            config = write_toml(
+                tmp_path / "litwatch.toml",
+                {
+                    "database": {"url": db_url},
+                    "pubmed": {"base_url": server.url("/eutils/")},
+                    "crossref": {"base_url": server.url("/crossref/"), "delay": 0.0},
+                    "lifecycle": {"batch_size": 1},
+                },
+            )
+            first = _watch(config)
+            assert first.returncode == 0, first.stderr
+            assert "2 papers watched" in first.stdout and "2 new events" in first.stdout
+            # One POST per batch of one: N/batch requests, never the paper not sent.
+            assert sorted(apis.fetched) == [["30000002"], ["34196305"]]
+            efetch_times = [r.time for r in server.log if r.path.endswith("efetch.fcgi")]
+            assert max_in_window(efetch_times) <= 3  # NCBI without a key
+            assert apis.cursors == ["*", "cursor-2"]
+            second = _watch(config)
+            assert second.returncode == 0, second.stderr
+            assert "0 new events" in second.stdout
+        with transaction(engine) as session:
+            rows = sorted(
+                (r.type, r.source, r.notice_pmid, r.notice_doi)
+                for r in session.scalars(select(PaperEventRow))
+            )
+        assert rows == [
+            ("corrected", "crossref", None, "10.5555/correction.1"),
+            ("retracted", "pubmed", "40000001", None),
+        ]
+    finally:
+        engine.dispose()
