@@ -188,3 +188,63 @@ def test_watch_finds_each_event_once(db_url: str, tmp_path: Path) -> None:
         ]
     finally:
         engine.dispose()
+
+
+def test_a_watch_killed_midway_resumes_without_repeating(sqlite_url: str, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from crawler.db import WATCH_KEY
+
+    engine = migrated_engine(sqlite_url)
+    try:
+        _seed(engine)
+        with LocalHTTPServer() as server:
+            apis = FakeApis(server)
+            slow = {"on": True}
+            plain_efetch = apis.efetch
+
+            def efetch(request: Request) -> Response:
+                answer = plain_efetch(request)
+                if slow["on"] and apis.fetched[-1] == ["34196305"]:
+                    time.sleep(30)  # the kill lands while this batch is in flight
+                return answer
+
+            server.add_handler("/eutils/efetch.fcgi", efetch)
+            config = write_toml(
+                tmp_path / "litwatch.toml",
+                {
+                    "database": {"url": sqlite_url},
+                    "pubmed": {"base_url": server.url("/eutils/")},
+                    "crossref": {"base_url": server.url("/crossref/"), "delay": 0.0},
+                    "lifecycle": {"batch_size": 1},
+                },
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crawler.cli", "--config", str(config), "watch"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with transaction(engine) as session:
+                    from crawler.db.meta import read_in
+
+                    record = json.loads(read_in(session, WATCH_KEY) or "{}")
+                if record.get("pubmed_after") == "30000002":
+                    break
+                time.sleep(0.1)
+            assert record.get("pubmed_after") == "30000002", record
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            slow["on"] = False
+            done_before = list(apis.fetched)
+            rerun = _watch(config)
+            assert rerun.returncode == 0, rerun.stderr
+            assert "resumed" in rerun.stdout
+            assert apis.fetched[len(done_before) :] == [["34196305"]]
+        with transaction(engine) as session:
+            types = sorted(r.type for r in session.scalars(select(PaperEventRow)))
+        assert types == ["corrected", "retracted"]
+    finally:
+        engine.dispose()
