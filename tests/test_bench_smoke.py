@@ -112,3 +112,14 @@ def test_digest_fanout_benchmark(tmp_path: Path) -> None:
     assert positive(size["digest_send"])
     assert size["ratio"]["median"] > 0
     assert data["memory_growth"] is None
+
+
+def test_watch_benchmark(tmp_path: Path) -> None:
+    data = run_bench("watch", tmp_path, "--papers", "450")
+    (size,) = data["sizes"]
+    # 450 PMIDs in EFetch batches of 200: three requests; one Crossref page and the empty next.
+    assert (size["ncbi_requests"], size["crossref_requests"]) == (3, 2)
+    # Every 50th record is retracted (9), and 100 notices correct papers 1..100.
+    assert size["events"] == 9 + 100
+    assert data["targets"]["ncbi_requests<=N/200+10@450"] == "met"
+    assert size["cpu_s"] > 0 and size["max_rss_mb"] > 0
