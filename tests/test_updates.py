@@ -1,0 +1,74 @@
+"""digests.updates: who is told which event, once, about papers they were actually sent."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Engine, select
+
+from crawler.db.engine import transaction
+from crawler.db.events import record, resolve
+from crawler.db.models import Delivery, DeliveryEvent, DeliveryPaper, PaperRow, Subscriber
+from crawler.db.store import upsert
+from crawler.events import PaperEvent
+from crawler.items import Paper
+from digests.updates import event_ids_for, updates_for
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def _subscriber(session: object, email: str, **extra: object) -> Subscriber:
+    sub = Subscriber(email=email, email_key=email, token=email * 2, topics=["fibromyalgia"],
+                     created_at=NOW, **extra)  # fmt: skip
+    session.add(sub)  # type: ignore[attr-defined]
+    session.flush()  # type: ignore[attr-defined]
+    return sub
+
+
+def _send(session: object, sub: Subscriber, paper_ids: list[int], state: str = "sent") -> int:
+    delivery = Delivery(
+        subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=NOW - timedelta(days=90),
+        state=state, message_id=f"<{sub.id}@x>", created_at=NOW, sent_at=NOW,
+    )  # fmt: skip
+    session.add(delivery)  # type: ignore[attr-defined]
+    session.flush()  # type: ignore[attr-defined]
+    for pid in paper_ids:
+        session.add(DeliveryPaper(delivery_id=delivery.id, paper_id=pid))  # type: ignore[attr-defined]
+    return delivery.id
+
+
+def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
+    upsert(engine, [Paper(source_id="s", origin="pubmed", pmid="34196305", doi="10.1172/JCI144201",
+                          title="Passive transfer of fibromyalgia symptoms")])  # fmt: skip
+    with transaction(engine) as session:
+        pid = session.scalar(select(PaperRow.id))
+        assert pid is not None
+        ada = _subscriber(session, "ada@example.org")
+        bob = _subscriber(session, "bob@example.org")
+        _subscriber(session, "cy@example.org")  # never sent it
+        dee = _subscriber(session, "dee@example.org", updates=False)  # opted out
+        eve = _subscriber(session, "eve@example.org")  # its digest failed
+        for sub in (ada, bob, dee):
+            _send(session, sub, [pid])
+        _send(session, eve, [pid], state="failed")
+        record(session, resolve(session, [PaperEvent(
+            type="retracted", source="pubmed", target_pmid="34196305", notice_pmid="40000001",
+        )]), NOW - timedelta(days=1))  # fmt: skip
+    with transaction(engine) as session:
+        subs = {s.email: s for s in session.scalars(select(Subscriber))}
+        told = {e: event_ids_for(session, s, NOW) for e, s in subs.items()}
+        assert [e for e, ids in told.items() if ids] == ["ada@example.org", "bob@example.org"]
+        (update,) = updates_for(session, subs["ada@example.org"].id, told["ada@example.org"])
+        assert update.label == "Retracted" and update.kind == "retracted"
+        assert update.sent_on == date(2026, 3, 2)
+        assert update.paper_url == "https://doi.org/10.1172/JCI144201"
+        assert update.notice_url == "https://pubmed.ncbi.nlm.nih.gov/40000001/"
+        # Ada's next digest tells it; after that, never again.
+        week2 = _send(session, subs["ada@example.org"], [])
+        session.add(DeliveryEvent(delivery_id=week2, event_id=update.event_id))
+    with transaction(engine) as session:
+        ada = session.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
+        assert ada is not None and event_ids_for(session, ada, NOW) == []
+        # An event detected after the cutoff waits for the next digest.
+        bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org"))
+        assert bob is not None and event_ids_for(session, bob, NOW - timedelta(days=2)) == []
