@@ -25,9 +25,15 @@ def _subscriber(session: object, email: str, **extra: object) -> Subscriber:
     return sub
 
 
-def _send(session: object, sub: Subscriber, paper_ids: list[int], state: str = "sent") -> int:
+def _send(
+    session: object,
+    sub: Subscriber,
+    paper_ids: list[int],
+    state: str = "sent",
+    period: date = date(2026, 3, 2),
+) -> int:
     delivery = Delivery(
-        subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=NOW - timedelta(days=90),
+        subscriber_id=sub.id, period=period, cutoff=NOW - timedelta(days=90),
         state=state, message_id=f"<{sub.id}@x>", created_at=NOW, sent_at=NOW,
     )  # fmt: skip
     session.add(delivery)  # type: ignore[attr-defined]
@@ -64,7 +70,7 @@ def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
         assert update.paper_url == "https://doi.org/10.1172/JCI144201"
         assert update.notice_url == "https://pubmed.ncbi.nlm.nih.gov/40000001/"
         # Ada's next digest tells it; after that, never again.
-        week2 = _send(session, subs["ada@example.org"], [])
+        week2 = _send(session, subs["ada@example.org"], [], period=date(2026, 6, 1))
         session.add(DeliveryEvent(delivery_id=week2, event_id=update.event_id))
     with transaction(engine) as session:
         ada = session.scalar(select(Subscriber).where(Subscriber.email == "ada@example.org"))
