@@ -63,6 +63,27 @@ def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
+def list_fields(
+    unsubscribe_url: str, unsubscribe_mailto: str, *, fold: str = ", "
+) -> list[tuple[str, str]]:
+    """The mailing-list headers every digest carries, in order: one list for both ways a
+    digest is written (:func:`build_message` and :meth:`DigestMail.wire`).
+
+    ``fold`` joins the List-Unsubscribe targets: folded between targets on the wire, never
+    RFC 2047 encoded, so that mailbox providers read the URL verbatim.
+    """
+    targets = [f"<{_one_line(unsubscribe_url)}>"]
+    if unsubscribe_mailto:
+        targets.append(f"<mailto:{_one_line(unsubscribe_mailto)}?subject=unsubscribe>")
+    return [
+        ("List-Unsubscribe", fold.join(targets)),
+        # RFC 8058: a POST of "List-Unsubscribe=One-Click" to the https URL unsubscribes at once.
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("Auto-Submitted", "auto-generated"),  # RFC 3834: no vacation replies
+        ("Precedence", "bulk"),
+    ]
+
+
 def build_message(
     rendered: Rendered,
     *,
@@ -83,14 +104,8 @@ def build_message(
     msg["Subject"] = _one_line(rendered.subject)
     msg["Date"] = format_datetime(when)
     msg["Message-ID"] = msg_id
-    targets = [f"<{unsubscribe_url}>"]
-    if unsubscribe_mailto:
-        targets.append(f"<mailto:{unsubscribe_mailto}?subject=unsubscribe>")
-    msg["List-Unsubscribe"] = ", ".join(targets)
-    # RFC 8058: a POST of "List-Unsubscribe=One-Click" to the https URL unsubscribes at once.
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
-    msg["Precedence"] = "bulk"
+    for name, value in list_fields(unsubscribe_url, unsubscribe_mailto):
+        msg[name] = value
     # Quoted-printable keeps the parts readable in any mail source view. The parts are
     # encoded here with binascii (C speed, 76-column lines) rather than by set_content's
     # pure-Python encoder, which cost more than the SMTP exchange on a 50 KB digest.
@@ -192,20 +207,13 @@ class DigestMail:
 
     def _headers(self) -> str:
         from_name, from_addr = check_sender(self.from_header)
-        targets = [f"<{_one_line(self.unsubscribe_url)}>"]
-        if self.unsubscribe_mailto:
-            targets.append(f"<mailto:{_one_line(self.unsubscribe_mailto)}?subject=unsubscribe>")
         fields = [
             ("From", _mailbox(from_name, from_addr)),
             ("To", _mailbox(self.to_name or "", self.to_email)),
             ("Subject", _encoded("Subject", self.rendered.subject)),
             ("Date", format_datetime(self.when)),
             ("Message-ID", _one_line(self.msg_id)),
-            # Folded between targets, never RFC 2047 encoded: providers read it verbatim.
-            ("List-Unsubscribe", ",\r\n ".join(targets)),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ("Auto-Submitted", "auto-generated"),
-            ("Precedence", "bulk"),
+            *list_fields(self.unsubscribe_url, self.unsubscribe_mailto, fold=",\r\n "),
         ]
         return "".join(f"{name}: {value}\r\n" for name, value in fields)
 
