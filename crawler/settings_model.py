@@ -27,7 +27,12 @@ from crawler import __version__
 
 CONFIG_ENV = "LITWATCH_CONFIG"
 #: Environment variables that are secrets or test hooks, never config keys.
-SECRET_ENV = ("LITWATCH_SMTP_PASSWORD", "NCBI_API_KEY", "LITWATCH_SECRET_KEY")
+SECRET_ENV = (
+    "LITWATCH_SMTP_PASSWORD",
+    "NCBI_API_KEY",
+    "LITWATCH_SECRET_KEY",
+    "LITWATCH_IMAP_PASSWORD",
+)
 RESERVED_ENV = {
     CONFIG_ENV,
     *SECRET_ENV,
@@ -196,12 +201,45 @@ class SmtpSettings(_Section):
         return self
 
 
+class BounceSettings(_Section):
+    """Bounce and complaint processing: where the returned mail is, and the policy."""
+
+    #: Where bounces arrive (any of them): a Maildir folder, an mbox file, an IMAP mailbox
+    #: (TLS; password from LITWATCH_IMAP_PASSWORD).
+    maildir: str = ""
+    mbox: str = ""
+    imap_host: str = ""
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_user: str = ""
+    imap_folder: str = "INBOX"
+    #: Hard bounces (5.x.x) that suspend an address; soft ones (4.x.x) within soft_window.
+    hard_limit: int = Field(1, ge=1)
+    soft_limit: int = Field(3, ge=1)
+    soft_window: Duration = timedelta(days=30)
+    #: Per-recipient envelope senders, ``<verp_prefix>+<signed token>@<verp_domain>``.
+    verp: bool = False
+    verp_domain: str = ""
+    verp_prefix: str = "bounces"
+    #: How often the daemon processes the mailbox (when one is configured).
+    interval: Duration = timedelta(hours=1)
+
+
+class DkimSettings(_Section):
+    """DKIM signing (RFC 6376) when ``domain`` is set; the key's path, never the key."""
+
+    domain: str = ""
+    selector: str = ""
+    key_file: str = ""
+
+
 class EmailSettings(_Section):
     backend: Literal["file", "smtp"] = "file"
     from_: str = Field("litwatch <litwatch@localhost>", alias="from")
     outbox_dir: str = "outbox"
     unsubscribe_mailto: str = ""
     smtp: SmtpSettings = SmtpSettings()
+    bounces: BounceSettings = BounceSettings()
+    dkim: DkimSettings = DkimSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -8,6 +8,7 @@ import click
 
 from crawler import __version__
 from crawler.cli import (
+    bounces_cmds,
     config_cmds,
     crawl_cmds,
     daemon_cmds,
@@ -31,6 +32,7 @@ MODULES = (
     papers_cmds,
     subscriber_cmds,
     digest_cmds,
+    bounces_cmds,
     daemon_cmds,
     web_cmds,
 )

@@ -184,6 +184,10 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why the address was suspended (a hard bounce, soft bounces), when status is
+    #: "suspended"; ``litwatch subscribers reactivate`` clears it.
+    suspended_reason: Mapped[str | None] = mapped_column(Text)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Whether the digest tells this subscriber what happened to papers they were sent.
     updates: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
@@ -294,6 +298,32 @@ class RateLimit(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BounceRow(Base):
+    """One decision about one returned message (a bounce, complaint, auto-reply or other).
+
+    ``message_key`` names the returned message (its Message-ID, else a hash of its bytes), so
+    processing a mailbox twice counts nothing twice; a notice about several recipients gives
+    one row each (``recipient`` is "" for a message that names none).
+    """
+
+    __tablename__ = "bounces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_key: Mapped[str] = mapped_column(String(300))
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # hard|soft|complaint|auto_reply|not_bounce
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))  # counted|suspended|unsubscribed|ignored
+    source: Mapped[str] = mapped_column(String(32))  # maildir|mbox|imap|webhook:<provider>
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (UniqueConstraint("message_key", "recipient", name="uq_bounces_message_key"),)
 
 
 class Meta(Base):
