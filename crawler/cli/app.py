@@ -14,6 +14,7 @@ from crawler.cli import (
     daemon_cmds,
     db_cmds,
     digest_cmds,
+    email_cmds,
     papers_cmds,
     status_cmds,
     subscriber_cmds,
@@ -33,6 +34,7 @@ MODULES = (
     subscriber_cmds,
     digest_cmds,
     bounces_cmds,
+    email_cmds,
     daemon_cmds,
     web_cmds,
 )
