@@ -293,11 +293,15 @@ _SOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 class SourceSettings(_Section):
     id: str
-    kind: Literal["pubmed", "feed", "sciencedaily"]
+    kind: Literal["pubmed", "feed", "sciencedaily", "europepmc", "biorxiv"]
     enabled: bool = True
     url: str | None = None
     query: str | None = None
     base_url: str | None = None
+    #: kind "biorxiv": which server (bioRxiv or medRxiv) and which subject categories (none:
+    #: every category, kept when on topic).
+    server: Literal["biorxiv", "medrxiv"] | None = None
+    categories: list[str] = []
     interval: Duration = timedelta(hours=6)
     topics: list[str] | None = None
     name: str | None = None
@@ -311,11 +315,17 @@ class SourceSettings(_Section):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> SourceSettings:
-        if self.kind == "pubmed":
+        if self.kind in ("pubmed", "europepmc"):
             if not self.query:
-                raise ValueError(f"source {self.id!r}: kind 'pubmed' needs a query")
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} needs a query")
             if self.url:
-                raise ValueError(f"source {self.id!r}: kind 'pubmed' takes query, not url")
+                raise ValueError(f"source {self.id!r}: kind {self.kind!r} takes query, not url")
+        elif self.kind == "biorxiv":
+            if not self.server:
+                raise ValueError(f"source {self.id!r}: kind 'biorxiv' needs server = \"biorxiv\""
+                                 " or \"medrxiv\"")  # fmt: skip
+            if self.url or self.query:
+                raise ValueError(f"source {self.id!r}: kind 'biorxiv' takes server and categories")
         else:
             if not self.url or not re.match(r"^https?://", self.url):
                 raise ValueError(f"source {self.id!r}: kind {self.kind!r} needs an http(s) url")

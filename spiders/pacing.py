@@ -1,0 +1,16 @@
+"""A steady pause between the requests of one API client."""
+
+from __future__ import annotations
+
+from scrapy.settings import BaseSettings
+
+
+def steady_delay(settings: BaseSettings, delay: float) -> None:
+    """Wait ``delay`` seconds between two requests, exactly: Scrapy varies the delay by +-50%
+    unless told not to (Scrapy 2.19 renamed the switch; older versions know
+    RANDOMIZE_DOWNLOAD_DELAY only), and a limit of one request a second means no less."""
+    settings.set("DOWNLOAD_DELAY", delay, priority="spider")
+    if "DOWNLOAD_DELAY_JITTER" in settings:
+        settings.set("DOWNLOAD_DELAY_JITTER", 0, priority="spider")
+    else:
+        settings.set("RANDOMIZE_DOWNLOAD_DELAY", False, priority="spider")
