@@ -266,6 +266,7 @@ def test_redacted_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         "LITWATCH_SMTP_PASSWORD": "set (hidden)",
         "NCBI_API_KEY": "set (hidden)",
         "LITWATCH_SECRET_KEY": "set (hidden)",
+        "LITWATCH_IMAP_PASSWORD": "not set",
     }
 
 
