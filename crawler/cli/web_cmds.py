@@ -38,7 +38,8 @@ def web(app: App, host: str | None, port: int | None) -> None:
         sock = listen(host, port)
     except OSError as exc:
         fail(str(exc.strerror or exc))
-    server = uvicorn.Server(uvicorn_config(create_app(settings, engine), host, port))
+    config = uvicorn_config(create_app(settings, engine), host, port, settings.web.trusted_proxies)
+    server = uvicorn.Server(config)
     click.echo(f"litwatch: serving on http://{host}:{sock.getsockname()[1]}/", err=True)
     # In the main thread uvicorn installs its own SIGINT/SIGTERM handlers: a graceful stop.
     server.run(sockets=[sock])

@@ -7,27 +7,30 @@ valid and fresh and its value equals the cookie. Another site can make a browser
 cookie (not with Strict) or a field, but cannot read the cookie nor forge a signature for it.
 An ``Origin`` header, when the browser sends one, must also be this site's.
 
-Rate limits are kept in memory (per process): enough for one web process; a restart forgets
-them, and several web processes behind a balancer would each count on their own.
+Rate limits are counted in the database (``rate_limits``), so several web processes share them
+and a restart keeps them. The client is ``request.client``: uvicorn takes it from
+X-Forwarded-For only when the peer is one of ``[web] trusted_proxies``.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
-import threading
-import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import Engine
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crawler.db import ratelimits
+from crawler.db.models import utcnow
 from digests.tokens import Signer, TokenError
 
 #: No page embeds anything from elsewhere, runs a script or is framed; forms post only here.
@@ -175,41 +178,42 @@ def origin_of(url: str) -> str:
 
 
 class RateLimiter:
-    """At most ``limit`` hits per key in any sliding ``window`` seconds; in memory.
+    """At most ``limit`` hits per key in each fixed ``window`` seconds, counted in the database.
 
-    The number of keys is bounded (least recently used are forgotten), so a flood of
-    distinct keys costs bounded memory.
+    Every web process (and every app on one database) shares the counters, and a restart
+    keeps them (``crawler.db.ratelimits``). :meth:`hit` does blocking I/O: call it from a
+    worker thread (``run_in_threadpool``), never on the event loop. Old windows are pruned
+    every ``prune_every`` hits, so a flood of distinct keys costs bounded rows.
     """
 
     def __init__(
         self,
+        engine: Engine,
+        scope: str,
         limit: int,
         window: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 10_000,
+        clock: Callable[[], datetime] = utcnow,
+        prune_every: int = 500,
     ) -> None:
+        self.engine = engine
+        self.scope = scope
         self.limit = limit
         self.window = window
         self.clock = clock
-        self.max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.prune_every = prune_every
+        self._hits = itertools.count(1)
 
     def hit(self, key: str) -> float:
         """Record a hit; 0 when allowed, else the seconds to wait before the next one."""
         now = self.clock()
-        with self._lock:
-            hits = self._hits.pop(key, None) or deque()
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            self._hits[key] = hits
-            if len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-            if len(hits) >= self.limit:
-                return max(hits[0] + self.window - now, 1.0)
-            hits.append(now)
+        if next(self._hits) % self.prune_every == 0:
+            ratelimits.prune(self.engine, self.scope, self.window, now)
+        current = ratelimits.hit(self.engine, self.scope, key, self.window, now)
+        if current.count <= self.limit:
             return 0.0
+        left = (current.started - now).total_seconds() + self.window
+        return max(left, 1.0)
 
 
 def client_address(request: Request) -> str:
