@@ -39,7 +39,7 @@ def timezone_names() -> tuple[str, ...]:
 
 
 def _secret(st: WebState, purpose: str, token: str) -> str:
-    value = st.verify(purpose, token)
+    value = st.verify(purpose, token, max_age=st.options.link_max_age)
     if not isinstance(value, str):
         raise TokenError("this link is not valid")
     return value

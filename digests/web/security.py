@@ -1,14 +1,16 @@
 """Security plumbing for the subscriber pages: headers, body limit, CSRF, rate limiting.
 
-CSRF scheme (signed double submit): a GET of a form page sets a random value in a
-``SameSite=Strict; HttpOnly`` cookie and puts the same value, *signed* with the installation's
-key and time-stamped, in a hidden field. A POST is accepted only when the field's signature is
-valid and fresh and its value equals the cookie. Another site can make a browser send the
-cookie (not with Strict) or a field, but cannot read the cookie nor forge a signature for it.
-An ``Origin`` header, when the browser sends one, must also be this site's.
+CSRF scheme (signed double submit): a GET of a form page sets a server-made random value
+(marked with the installation's key, so a value a client chose is never taken) in a
+``SameSite=Strict; HttpOnly`` cookie (``__Host-`` prefixed over https) and puts the same
+value, *signed* with the installation's key and time-stamped, in a hidden field. A POST is
+accepted only when the field's signature is valid and fresh and its value equals the cookie.
+Another site can make a browser send the cookie (not with Strict) or a field, but cannot
+read the cookie nor forge a signature for it. An ``Origin`` header, when the browser sends
+one, must also be this site's.
 
-Rate limits are counted in the database (``rate_limits``), so several web processes share them
-and a restart keeps them. The client is ``request.client``: uvicorn takes it from
+Rate limits are counted in the database (``rate_limits``), so several web processes share
+them and a restart keeps them. The client is ``request.client``: uvicorn takes it from
 X-Forwarded-For only when the peer is one of ``[web] trusted_proxies``.
 """
 
@@ -125,22 +127,29 @@ class Csrf:
         self.signer = signer
         self.secure = secure
         self.allowed_origin = allowed_origin
+        # Over https the cookie takes the __Host- prefix: browsers then refuse it from a
+        # sibling subdomain or plain http, so nobody else can plant one (RFC 6265bis 4.1.3.2).
+        self.cookie_name = f"__Host-{CSRF_COOKIE}" if secure else CSRF_COOKIE
 
     def cookie_value(self, request: Request) -> str:
-        """The browser's current CSRF value, or a fresh one (to be set with :meth:`attach`)."""
-        current = request.cookies.get(CSRF_COOKIE, "")
-        if 20 <= len(current) <= 100 and current.isascii():
+        """The browser's CSRF value when this server made it, else a fresh one.
+
+        A value the client chose (or a cookie planted by someone else) is replaced, never
+        signed: the field is only ever issued for a value carrying the server's mark.
+        """
+        current = request.cookies.get(self.cookie_name, "")
+        if len(current) <= 200 and current.isascii() and self.signer.marked(CSRF_COOKIE, current):
             return current
-        return secrets.token_urlsafe(32)
+        return self.signer.mark(CSRF_COOKIE, secrets.token_urlsafe(32))
 
     def token_for(self, value: str) -> str:
-        """The hidden form field that goes with cookie ``value``."""
+        """The hidden form field that goes with cookie ``value`` (one from :meth:`cookie_value`)."""
         return self.signer.sign(CSRF_PURPOSE, value)
 
     def attach(self, response: Response, value: str) -> None:
         """Set (or refresh) the CSRF cookie on a page that shows a protected form."""
         response.set_cookie(
-            CSRF_COOKIE,
+            self.cookie_name,
             value,
             max_age=CSRF_MAX_AGE,
             path="/",
@@ -150,12 +159,14 @@ class Csrf:
         )
 
     def check(self, request: Request, form: Mapping[str, Any]) -> bool:
-        """True when the POST carries a fresh signed field matching its cookie."""
+        """True when the POST carries a fresh signed field matching a server-made cookie."""
         if not self._origin_ok(request):
             return False
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = request.cookies.get(self.cookie_name, "")
         field = form.get(CSRF_FIELD)
-        if not cookie or not isinstance(field, str) or len(field) > 500:
+        if not cookie or not isinstance(field, str) or len(field) > 500 or len(cookie) > 200:
+            return False
+        if not self.signer.marked(CSRF_COOKIE, cookie):
             return False
         try:
             signed = self.signer.verify(CSRF_PURPOSE, field, max_age=CSRF_MAX_AGE)
