@@ -52,6 +52,10 @@ LINK_MAX_AGE = 90 * 86400
 class TokenError(ValueError):
     """A token that is forged, mangled, for another purpose, or expired."""
 
+    def __init__(self, message: str, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
 
 class RotationError(RuntimeError):
     """The key cannot be rotated here (it comes from the environment)."""
@@ -155,7 +159,7 @@ class Signer:
         try:
             return self._serializer(purpose).loads(token, max_age=max_age)
         except SignatureExpired:
-            raise TokenError("this link has expired") from None
+            raise TokenError("this link has expired", expired=True) from None
         except BadSignature:
             raise TokenError("this link is not valid") from None
 
