@@ -136,6 +136,8 @@ def test_trusted_proxies_setting(tmp_path: Path) -> None:
     extra = 'trusted_proxies = ["127.0.0.2", "10.1.2.3/16", "::1"]'
     got = write_settings(tmp_path, 25, extra).web.trusted_proxies
     assert got == ["127.0.0.2", "10.1.0.0/16", "::1"]
+    env = {"LITWATCH_WEB_TRUSTED_PROXIES": '["172.17.0.0/16"]'}  # the container's way
+    assert load_settings(None, environ=env).web.trusted_proxies == ["172.17.0.0/16"]
     for bad in ('["*"]', '["proxy.example"]', '["127.0.0.1/40"]'):
         with pytest.raises(ConfigError, match="trusted_proxies"):
             write_settings(tmp_path, 25, f"trusted_proxies = {bad}")
