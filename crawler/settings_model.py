@@ -7,6 +7,7 @@ Secrets are read from the environment only and never appear in :meth:`Settings.r
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -36,6 +37,7 @@ SECRET_ENV = (
 RESERVED_ENV = {
     CONFIG_ENV,
     *SECRET_ENV,
+    "LITWATCH_SECRET_KEY_PREVIOUS",  # retired link-signing keys (digests/tokens.py)
     "LITWATCH_TEST_DATABASE_URL",
     "LITWATCH_UPDATE_GOLDEN",
     "LITWATCH_CORPUS",
@@ -255,6 +257,24 @@ class WebSettings(_Section):
     base_url: str = "http://localhost:8080"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    #: Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDRs).
+    trusted_proxies: list[str] = ["127.0.0.1"]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        # uvicorn takes addresses and networks; "*" (trust anyone) is refused on purpose.
+        try:
+            return [
+                str(
+                    ipaddress.ip_network(i.strip(), strict=False)
+                    if "/" in i
+                    else ipaddress.ip_address(i.strip())
+                )
+                for i in v
+            ]
+        except ValueError as exc:
+            raise ValueError(f"not an address or network: {exc}") from None
 
     @field_validator("base_url")
     @classmethod

@@ -27,7 +27,14 @@ from crawler.cli.context import App
 from crawler.cli.web_cmds import web as web_command
 from crawler.daemon.web import start_web_thread
 from crawler.db.engine import make_engine, transaction
-from crawler.db.models import CrawlRun, Delivery, DeliveryPaper, PaperRow, Subscriber
+from crawler.db.models import (
+    CrawlRun,
+    Delivery,
+    DeliveryPaper,
+    PaperRow,
+    RateLimit,
+    Subscriber,
+)
 from crawler.db.store import upsert
 from crawler.items import Paper
 from crawler.settings import Settings, load_settings
@@ -601,19 +608,19 @@ def test_rate_limit_per_client(settings: Settings, engine: Engine) -> None:
     assert count_subscribers(engine) == 3
 
 
-def test_rate_limiter_window_slides() -> None:
-    now = [1000.0]
-    limiter = RateLimiter(2, 60.0, clock=lambda: now[0], max_keys=2)
+def test_rate_limiter_window_restarts_and_old_windows_are_pruned(engine: Engine) -> None:
+    # Counted in the database (rate_limits): a fixed window, not a sliding one.
+    now = [datetime(2025, 3, 10, 7, 0, tzinfo=UTC)]
+    limiter = RateLimiter(engine, "test", 2, 60.0, clock=lambda: now[0], prune_every=3)
     assert limiter.hit("a") == 0 and limiter.hit("a") == 0
-    assert limiter.hit("a") == pytest.approx(60.0)
-    now[0] += 30
+    assert limiter.hit("a") == pytest.approx(60.0)  # third hit: prunes nothing, then refused
+    assert limiter.hit("b") == 0
+    now[0] += timedelta(seconds=30)
     assert limiter.hit("a") == pytest.approx(30.0)
-    now[0] += 30.5
-    assert limiter.hit("a") == 0
-    # Keys beyond max_keys forget the least recently used one.
-    limiter.hit("b")
-    limiter.hit("c")
-    assert limiter.hit("a") == 0 and limiter.hit("a") == 0
+    now[0] += timedelta(seconds=30.5)
+    assert limiter.hit("a") == 0  # a new window; this sixth hit pruned both stale rows first
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(RateLimit)) == 1
 
 
 def test_mail_server_down_gives_503_and_the_same_for_any_address(

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Sequence
 
 import uvicorn
 from sqlalchemy import Engine
@@ -26,8 +27,15 @@ GRACEFUL_SECONDS = 5
 _POLL_SECONDS = 0.2
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
-    """The uvicorn configuration shared by ``litwatch web`` and the daemon thread."""
+def uvicorn_config(
+    app: ASGIApp, host: str, port: int, trusted_proxies: Sequence[str] = ("127.0.0.1",)
+) -> uvicorn.Config:
+    """The uvicorn configuration shared by ``litwatch web`` and the daemon thread.
+
+    ``trusted_proxies`` is ``[web] trusted_proxies``: only a peer in it may say, through
+    X-Forwarded-For, which client it forwards (the sign-up rate limit counts per client);
+    anyone else is counted as the peer it is.
+    """
     return uvicorn.Config(
         app,
         host=host,
@@ -36,9 +44,8 @@ def uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         access_log=False,
         lifespan="off",
         server_header=False,
-        # X-Forwarded-For is believed only from these (a reverse proxy on this machine).
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=list(trusted_proxies),
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
     )
 
@@ -51,10 +58,15 @@ def listen(host: str, port: int) -> socket.socket:
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def serve_in_thread(app: ASGIApp, sock: socket.socket, stop: threading.Event) -> threading.Thread:
+def serve_in_thread(
+    app: ASGIApp,
+    sock: socket.socket,
+    stop: threading.Event,
+    trusted_proxies: Sequence[str] = ("127.0.0.1",),
+) -> threading.Thread:
     """Serve ``app`` on ``sock`` in a new thread until ``stop`` is set; return the thread."""
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn_config(app, host, port))
+    server = uvicorn.Server(uvicorn_config(app, host, port, trusted_proxies))
 
     async def run() -> None:
         async def watch() -> None:
@@ -90,4 +102,4 @@ def start_web_thread(settings: Settings, engine: Engine, stop: threading.Event) 
     except BaseException:
         sock.close()
         raise
-    return serve_in_thread(app, sock, stop)
+    return serve_in_thread(app, sock, stop, settings.web.trusted_proxies)

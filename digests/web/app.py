@@ -110,8 +110,8 @@ def create_app(settings: Settings, engine: Engine, options: WebOptions | None = 
         signer=signer,
         options=options,
         csrf=Csrf(signer, secure=base.startswith("https://"), allowed_origin=origin_of(base)),
-        per_address=RateLimiter(*options.address_limit),
-        per_client=RateLimiter(*options.client_limit),
+        per_address=RateLimiter(engine, "signup-address", *options.address_limit),
+        per_client=RateLimiter(engine, "signup-client", *options.client_limit),
     )
     app = Starlette(
         routes=ROUTES,

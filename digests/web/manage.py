@@ -38,8 +38,20 @@ def timezone_names() -> tuple[str, ...]:
     )
 
 
+def _refused(st: WebState, exc: TokenError) -> HTMLResponse:
+    """The page for a bad link; an expired one says where a working link is."""
+    if exc.expired:
+        days = st.options.link_max_age // 86400
+        return st.error(
+            400,
+            "This link has expired",
+            f"Links in digests work for {days} days. Use the link in your most recent digest.",
+        )
+    return bad_link(st, exc)
+
+
 def _secret(st: WebState, purpose: str, token: str) -> str:
-    value = st.verify(purpose, token)
+    value = st.verify(purpose, token, max_age=st.options.link_max_age)
     if not isinstance(value, str):
         raise TokenError("this link is not valid")
     return value
@@ -50,7 +62,7 @@ async def _linked(st: WebState, purpose: str, token: str) -> Subscriber | Respon
     try:
         secret = _secret(st, purpose, token)
     except TokenError as exc:
-        return bad_link(st, exc)
+        return _refused(st, exc)
     sub = await run_in_threadpool(records.find_by_secret, st.engine, secret)
     return unknown_link(st) if sub is None else sub
 
@@ -78,7 +90,7 @@ async def unsubscribe_post(request: Request) -> Response:
     try:
         secret = _secret(st, UNSUBSCRIBE, request.path_params["token"])
     except TokenError as exc:
-        return bad_link(st, exc)
+        return _refused(st, exc)
     form = await request.form()
     if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
         return st.error(
@@ -137,7 +149,7 @@ async def preferences_post(request: Request) -> Response:
     try:
         secret = _secret(st, PREFERENCES, token)
     except TokenError as exc:
-        return bad_link(st, exc)
+        return _refused(st, exc)
     form = await request.form()
     if not st.csrf.check(request, form):
         return csrf_failed(st)

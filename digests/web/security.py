@@ -1,33 +1,38 @@
 """Security plumbing for the subscriber pages: headers, body limit, CSRF, rate limiting.
 
-CSRF scheme (signed double submit): a GET of a form page sets a random value in a
-``SameSite=Strict; HttpOnly`` cookie and puts the same value, *signed* with the installation's
-key and time-stamped, in a hidden field. A POST is accepted only when the field's signature is
-valid and fresh and its value equals the cookie. Another site can make a browser send the
-cookie (not with Strict) or a field, but cannot read the cookie nor forge a signature for it.
-An ``Origin`` header, when the browser sends one, must also be this site's.
+CSRF scheme (signed double submit): a GET of a form page sets a server-made random value
+(marked with the installation's key, so a value a client chose is never taken) in a
+``SameSite=Strict; HttpOnly`` cookie (``__Host-`` prefixed over https) and puts the same
+value, *signed* with the installation's key and time-stamped, in a hidden field. A POST is
+accepted only when the field's signature is valid and fresh and its value equals the cookie.
+Another site can make a browser send the cookie (not with Strict) or a field, but cannot
+read the cookie nor forge a signature for it. An ``Origin`` header, when the browser sends
+one, must also be this site's.
 
-Rate limits are kept in memory (per process): enough for one web process; a restart forgets
-them, and several web processes behind a balancer would each count on their own.
+Rate limits are counted in the database (``rate_limits``), so several web processes share
+them and a restart keeps them. The client is ``request.client``: uvicorn takes it from
+X-Forwarded-For only when the peer is one of ``[web] trusted_proxies``.
 """
 
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
-import threading
-import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import Engine
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crawler.db import ratelimits
+from crawler.db.models import utcnow
 from digests.tokens import Signer, TokenError
 
 #: No page embeds anything from elsewhere, runs a script or is framed; forms post only here.
@@ -122,22 +127,29 @@ class Csrf:
         self.signer = signer
         self.secure = secure
         self.allowed_origin = allowed_origin
+        # Over https the cookie takes the __Host- prefix: browsers then refuse it from a
+        # sibling subdomain or plain http, so nobody else can plant one (RFC 6265bis 4.1.3.2).
+        self.cookie_name = f"__Host-{CSRF_COOKIE}" if secure else CSRF_COOKIE
 
     def cookie_value(self, request: Request) -> str:
-        """The browser's current CSRF value, or a fresh one (to be set with :meth:`attach`)."""
-        current = request.cookies.get(CSRF_COOKIE, "")
-        if 20 <= len(current) <= 100 and current.isascii():
+        """The browser's CSRF value when this server made it, else a fresh one.
+
+        A value the client chose (or a cookie planted by someone else) is replaced, never
+        signed: the field is only ever issued for a value carrying the server's mark.
+        """
+        current = request.cookies.get(self.cookie_name, "")
+        if len(current) <= 200 and current.isascii() and self.signer.marked(CSRF_COOKIE, current):
             return current
-        return secrets.token_urlsafe(32)
+        return self.signer.mark(CSRF_COOKIE, secrets.token_urlsafe(32))
 
     def token_for(self, value: str) -> str:
-        """The hidden form field that goes with cookie ``value``."""
+        """The hidden form field that goes with cookie ``value`` (one from :meth:`cookie_value`)."""
         return self.signer.sign(CSRF_PURPOSE, value)
 
     def attach(self, response: Response, value: str) -> None:
         """Set (or refresh) the CSRF cookie on a page that shows a protected form."""
         response.set_cookie(
-            CSRF_COOKIE,
+            self.cookie_name,
             value,
             max_age=CSRF_MAX_AGE,
             path="/",
@@ -147,12 +159,14 @@ class Csrf:
         )
 
     def check(self, request: Request, form: Mapping[str, Any]) -> bool:
-        """True when the POST carries a fresh signed field matching its cookie."""
+        """True when the POST carries a fresh signed field matching a server-made cookie."""
         if not self._origin_ok(request):
             return False
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = request.cookies.get(self.cookie_name, "")
         field = form.get(CSRF_FIELD)
-        if not cookie or not isinstance(field, str) or len(field) > 500:
+        if not cookie or not isinstance(field, str) or len(field) > 500 or len(cookie) > 200:
+            return False
+        if not self.signer.marked(CSRF_COOKIE, cookie):
             return False
         try:
             signed = self.signer.verify(CSRF_PURPOSE, field, max_age=CSRF_MAX_AGE)
@@ -175,41 +189,42 @@ def origin_of(url: str) -> str:
 
 
 class RateLimiter:
-    """At most ``limit`` hits per key in any sliding ``window`` seconds; in memory.
+    """At most ``limit`` hits per key in each fixed ``window`` seconds, counted in the database.
 
-    The number of keys is bounded (least recently used are forgotten), so a flood of
-    distinct keys costs bounded memory.
+    Every web process (and every app on one database) shares the counters, and a restart
+    keeps them (``crawler.db.ratelimits``). :meth:`hit` does blocking I/O: call it from a
+    worker thread (``run_in_threadpool``), never on the event loop. Old windows are pruned
+    every ``prune_every`` hits, so a flood of distinct keys costs bounded rows.
     """
 
     def __init__(
         self,
+        engine: Engine,
+        scope: str,
         limit: int,
         window: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 10_000,
+        clock: Callable[[], datetime] = utcnow,
+        prune_every: int = 500,
     ) -> None:
+        self.engine = engine
+        self.scope = scope
         self.limit = limit
         self.window = window
         self.clock = clock
-        self.max_keys = max_keys
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.prune_every = prune_every
+        self._hits = itertools.count(1)
 
     def hit(self, key: str) -> float:
         """Record a hit; 0 when allowed, else the seconds to wait before the next one."""
         now = self.clock()
-        with self._lock:
-            hits = self._hits.pop(key, None) or deque()
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            self._hits[key] = hits
-            if len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
-            if len(hits) >= self.limit:
-                return max(hits[0] + self.window - now, 1.0)
-            hits.append(now)
+        if next(self._hits) % self.prune_every == 0:
+            ratelimits.prune(self.engine, self.scope, self.window, now)
+        current = ratelimits.hit(self.engine, self.scope, key, self.window, now)
+        if current.count <= self.limit:
             return 0.0
+        left = (current.started - now).total_seconds() + self.window
+        return max(left, 1.0)
 
 
 def client_address(request: Request) -> str:

@@ -111,7 +111,7 @@ async def subscribe_form(request: Request) -> Response:
 async def subscribe_post(request: Request) -> Response:
     """POST /subscribe: validate, rate-limit, record, mail; the same answer for any address."""
     st = web_state(request)
-    wait = st.per_client.hit(client_address(request))
+    wait = await run_in_threadpool(st.per_client.hit, client_address(request))
     if wait:
         return too_many(st, wait)
     form = await request.form()
@@ -130,7 +130,7 @@ async def subscribe_post(request: Request) -> Response:
         return _form_page(
             st, request, status=400, email=email, chosen=chosen, fmt=fmt or "html", error=str(exc)
         )
-    wait = st.per_address.hit(key)
+    wait = await run_in_threadpool(st.per_address.hit, key)
     if wait:
         return too_many(st, wait)
     try:

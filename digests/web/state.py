@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from crawler.settings import Settings
-from digests.tokens import Links, Signer, TokenError
+from digests.tokens import LINK_MAX_AGE, Links, Signer, TokenError
 from digests.web.pages import page, url_root
 from digests.web.security import Csrf, RateLimiter
 
@@ -29,6 +29,10 @@ class WebOptions:
     address_limit: tuple[int, float] = (3, 3600.0)
     #: Sign-up requests per client IP: (how many, per seconds).
     client_limit: tuple[int, float] = (20, 3600.0)
+    #: Unsubscribe and preferences links work this long after they were sent (seconds).
+    link_max_age: int = LINK_MAX_AGE
+    #: Papers per page of a period in the public archive.
+    archive_page_size: int = 100
     #: Papers in an Atom feed.
     feed_size: int = 100
 
