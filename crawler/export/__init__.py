@@ -41,11 +41,18 @@ __all__ = [
 ]
 
 
-def write_records(records: Iterable[Record], fmt: ExportFormat, out: TextIO) -> int:
+def write_records(
+    records: Iterable[Record], fmt: ExportFormat, out: TextIO, *, excel: bool = False
+) -> int:
     """Write ``records`` to ``out`` in format ``fmt`` and return how many were written.
 
+    ``excel`` (CSV only): UTF-8 with a byte order mark, for Excel (see :func:`write_csv`).
     Example: ``write_records(papers, "ris", open("papers.ris", "w", newline=""))``.
     """
+    if excel and fmt != "csv":
+        raise ValueError("excel applies to the csv format only")
+    if excel:
+        return write_csv(records, out, excel=True)
     writers: dict[str, Callable[[Iterable[Record], TextIO], int]] = {
         "jsonl": write_jsonl,
         "csv": write_csv,
