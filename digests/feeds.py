@@ -7,10 +7,12 @@ surrogates) are dropped first: lxml refuses them rather than escaping them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crawler.db.models import PaperRow, PaperTopic
-from digests.model import Entry, doi_url, pubmed_url
+from digests.model import Entry
 from digests.render import http_url
 from digests.selection import entries_for
 
@@ -75,12 +77,52 @@ def recent_items(session: Session, topic: str | None, limit: int = DEFAULT_SIZE)
 
 
 def entry_id(entry: Entry, host: str) -> str:
-    """A permanent entry id: the DOI URL, else the PubMed URL, else a tag URI (RFC 4151)."""
-    return (
-        doi_url(entry.doi)
-        or pubmed_url(entry.pmid)
-        or f"tag:{host},2025:litwatch/paper/{entry.paper_id}"
-    )
+    """A permanent entry id: a tag URI (RFC 4151) over the paper's internal id.
+
+    RFC 4287 4.2.6: an entry's id never changes. A DOI or PubMed URL would: a PMID-only paper
+    that later learns its DOI would come back under a new id and readers would show it twice.
+    The store's id is fixed when the paper is first stored, hence when the entry is first
+    published (two papers found to be one keep the surviving paper's id).
+    """
+    return f"tag:{host},2026:paper/{entry.paper_id}"
+
+
+def etag(body: bytes) -> str:
+    """A strong entity tag over the document (RFC 9110 8.8.3): same bytes, same tag."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def http_date(moment: datetime) -> str:
+    """``Last-Modified`` form of ``moment`` (RFC 9110 5.6.7, IMF-fixdate)."""
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def last_modified(items: Sequence[FeedItem], now: datetime) -> datetime:
+    """When the feed last changed: its newest entry's update, whole seconds (as ``updated``)."""
+    newest = max((item.updated for item in items), default=now)
+    return newest.astimezone(UTC).replace(microsecond=0)
+
+
+def not_modified(
+    if_none_match: str | None, if_modified_since: str | None, tag: str, modified: datetime
+) -> bool:
+    """Whether a conditional GET may be answered 304 (RFC 9110 13.1.2, 13.1.3, 13.2.2).
+
+    ``If-None-Match`` wins when present (weak comparison, a list or ``*``); otherwise
+    ``If-Modified-Since`` at or after the last change. An unparseable date is ignored.
+    """
+    if if_none_match is not None:
+        wanted = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in wanted or tag in wanted
+    if not if_modified_since:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:  # RFC 850 / asctime forms carry no zone: they are GMT
+        since = since.replace(tzinfo=UTC)
+    return modified <= since
 
 
 def build_feed(info: FeedInfo, items: Sequence[FeedItem], now: datetime) -> bytes:
@@ -90,8 +132,7 @@ def build_feed(info: FeedInfo, items: Sequence[FeedItem], now: datetime) -> byte
     _text(feed, "title", info.title)
     if info.subtitle:
         _text(feed, "subtitle", info.subtitle)
-    newest = max((item.updated for item in items), default=now)
-    _text(feed, "updated", rfc3339(newest))
+    _text(feed, "updated", rfc3339(last_modified(items, now)))
     _link(feed, info.self_url, "self", MEDIA_TYPE.split(";")[0])
     _link(feed, info.home_url, "alternate", "text/html")
     author = etree.SubElement(feed, f"{{{ATOM_NS}}}author")
