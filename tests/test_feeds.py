@@ -16,8 +16,9 @@ import pytest
 from lxml import etree
 from sqlalchemy import Engine
 
+from crawler.db.news import store_news
 from crawler.db.store import upsert
-from crawler.items import Paper
+from crawler.items import NewsStory, Paper
 from crawler.settings import Settings, load_settings
 from digests.feeds import ATOM_NS, FeedInfo, FeedItem, build_feed, rfc3339, xml_text
 from digests.model import Entry
@@ -268,3 +269,61 @@ def test_feeds_answer_conditional_requests(settings: Settings, engine: Engine) -
     assert changed.headers["last-modified"] == "Mon, 10 Mar 2025 06:00:00 GMT"
     assert [e.title for e in parse(changed.content).entries] == ["Second", "First"]
     assert other_feed.status_code == 200  # a tag of one feed means nothing to another
+
+
+def test_news_stories_are_news_in_the_feeds(settings: Settings, engine: Engine) -> None:
+    """Issue 12 B1: a story naming no paper is a news entry, never "(untitled)"."""
+    store(engine, "A real paper", "10.1000/r.1", ["fibromyalgia"], 3)
+    story = NewsStory(
+        source_id="sciencedaily-pain",
+        url="https://www.sciencedaily.com/releases/2025/03/250309.htm",
+        headline="Walking groups ease pain",
+        summary="Walkers reported less pain.",
+        outlet="Example Health Trust",
+        published=date(2025, 3, 9),
+        topics=["fibromyalgia"],
+    )
+    lupus = NewsStory(
+        source_id="sciencedaily-immune",
+        url="https://www.sciencedaily.com/releases/2025/03/250308.htm",
+        headline="Lupus in mice",
+        topics=["autoimmunity"],
+    )
+    store_news(engine, [story], now=NOW - timedelta(hours=2))
+    store_news(engine, [lupus], now=NOW - timedelta(hours=4))
+    old = Paper(  # what versions before issue 12 stored for such a story
+        source_id="sciencedaily-pain",
+        origin="news",
+        url="https://www.sciencedaily.com/releases/2025/03/250307.htm",
+        sighting_kind="news",
+        seen_title="Yoga in pain clinics",
+        topics=["fibromyalgia"],
+    )
+    upsert(engine, [old], now=NOW - timedelta(hours=1))
+    with TestClient(create_app(settings, engine)) as client:
+        everything = parse(client.get("/feed.atom").content)
+        fibro = client.get("/feed/fibromyalgia.atom")
+    assert [e.title for e in everything.entries] == [
+        "Yoga in pain clinics",
+        "Walking groups ease pain",
+        "A real paper",
+        "Lupus in mice",
+    ]
+    fibro_feed = parse(fibro.content)
+    assert [e.title for e in fibro_feed.entries] == [
+        "Yoga in pain clinics",
+        "Walking groups ease pain",
+        "A real paper",
+    ]
+    legacy, news, paper = fibro_feed.entries
+    assert b"(untitled)" not in fibro.content
+    assert news.id.startswith("tag:lw.example.org,2026:news/")
+    assert legacy.id.startswith("tag:lw.example.org,2026:paper/")
+    assert paper.id.startswith("tag:lw.example.org,2026:paper/")
+    assert news.link == story.url and legacy.link == old.url
+    assert news.summary == (
+        "In the news · ScienceDaily · Example Health Trust · 9 Mar 2025"
+        " — Walkers reported less pain."
+    )
+    assert {t.term for t in news.tags} == {"news", "fibromyalgia"}
+    assert "news" not in {t.term for t in paper.get("tags", [])}
