@@ -15,10 +15,11 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from crawler.db.engine import transaction
-from crawler.db.models import DeliveryNews, NewsItem
+from crawler.db.models import DeliveryNews, NewsItem, utcnow
 from crawler.db.news import store_news
 from crawler.db.store import upsert
 from crawler.items import NewsStory, Paper
+from digests.preview import preview
 from digests.send import send_digests
 from tests.test_digest_send import base_sections, make_settings, paper, store, subscribe
 
@@ -155,3 +156,16 @@ def test_store_news_one_row_per_story(engine: Engine) -> None:
     )
     assert row.published == date(2026, 2, 27) and row.first_seen == WEEK1
     assert rows[STORY + "#2"].headline == STORY + "#2"  # never nameless
+
+
+def test_preview_shows_the_news_send_would_tell(engine: Engine, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, engine, base_sections(tmp_path / "outbox"))
+    subscribe(engine, "ada@example.org", topics=["fibromyalgia"])
+    store_news(
+        engine,
+        [news(STORY, "Walking groups ease pain", "fibromyalgia")],
+        now=utcnow() - timedelta(hours=5),
+    )
+    shown = preview(settings, engine, email="ada@example.org", as_text=True)
+    assert "In the news" in shown.body and "Walking groups ease pain" in shown.body
+    assert "1 news story" in shown.subject
