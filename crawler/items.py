@@ -1,4 +1,5 @@
-"""The item every spider yields: a :class:`Paper`, or a :class:`PaperBatch` of them.
+"""The items spiders yield: a :class:`Paper`, a :class:`PaperBatch` of them, or a
+:class:`NewsStory` (press coverage that names no paper).
 
 A spider turns response bytes into :class:`Paper` items and nothing else: no database, no
 identity decisions. Text fields hold plain text (parsers flatten markup with
@@ -63,3 +64,37 @@ class PaperBatch:
     """
 
     papers: list[Paper] = field(default_factory=list)
+
+
+@dataclass
+class NewsStory:
+    """A news story that names no paper: press coverage, stored and shown as such.
+
+    A story whose page gives a DOI, a PMID or a paper's title yields :class:`Paper` items
+    (``origin="news"``) that the identity store attaches to the paper; a story naming none
+    of these is not a paper and must never become a nameless one ("(untitled)" in digests,
+    ``anonnduntitled`` in BibTeX). It is stored once per URL in ``news_items``.
+    """
+
+    source_id: str
+    #: The story page (unique: one row per story, whichever feed listed it).
+    url: str
+    headline: str
+    #: The journalist's summary (the feed's description, else the page's), never an abstract.
+    summary: str | None = None
+    #: Who put the story out (ScienceDaily's "Source": a university, an institute).
+    outlet: str | None = None
+    published: date | None = None
+    #: Topics assigned by the pipeline (or preset by a source with ``topics``).
+    topics: list[str] = field(default_factory=list)
+
+
+def names_no_paper(paper: Paper) -> bool:
+    """Whether ``paper`` is really press coverage: no identifier and no title of its own.
+
+    Such a record can never be matched to a paper (the identity store matches on DOI, PMID,
+    PMCID or title) and has nothing to show but "(untitled)". Versions before this rule
+    stored such stories as papers; :mod:`digests.selection` and :mod:`crawler.export` use
+    the same test on stored rows (with "only news sightings") to treat those as news.
+    """
+    return not (paper.doi or paper.pmid or paper.pmcid or (paper.title or "").strip())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from crawler.settings import Settings
-from digests.model import Digest, DigestLinks, Entry, build_sections
+from digests.model import Digest, DigestLinks, Entry, NewsEntry, build_news, build_sections
 from digests.render import Rendered, render
 
 # Placeholders: plain ASCII letters and digits, so escaping, inlining and wrapping leave them
@@ -55,8 +55,13 @@ class Composer:
         period: date,
         fmt: str,
         personal: Personal,
+        news: Sequence[NewsEntry] = (),
     ) -> Digest:
-        """The Digest for one subscriber (used directly by previews and the web archive)."""
+        """The Digest for one subscriber (used directly by previews and the web archive).
+
+        ``news``: stories naming no paper, for the "In the news" section (which also takes
+        the stories older versions stored as papers, see :func:`digests.model.build_news`).
+        """
         titles = {t: self.topic_titles.get(t, t) for t in topics}
         return Digest(
             subscriber_name=personal.name,
@@ -71,6 +76,7 @@ class Composer:
                 home=self.home_url,
             ),
             format="text" if fmt == "text" else "html",
+            news=build_news(entries, news, topics),
         )
 
     def compose(
@@ -80,12 +86,20 @@ class Composer:
         period: date,
         fmt: str,
         personal: Personal,
+        news: Sequence[NewsEntry] = (),
     ) -> Rendered:
-        key = (tuple(e.paper_id for e in entries), tuple(topics), period, fmt, bool(personal.name))
+        key = (
+            tuple(e.paper_id for e in entries),
+            tuple(n.url for n in news),
+            tuple(topics),
+            period,
+            fmt,
+            bool(personal.name),
+        )
         template = self._cache.get(key)
         if template is None:
             placeholder = Personal(_NAME if personal.name else None, _EMAIL, _UNSUB, _PREFS)
-            template = render(self.digest(entries, topics, period, fmt, placeholder))
+            template = render(self.digest(entries, topics, period, fmt, placeholder, news))
             self.renders += 1
             self._cache[key] = template
             if len(self._cache) > _CACHE_SIZE:

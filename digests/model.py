@@ -26,6 +26,8 @@ OVERLAP_TOPICS = ("fibromyalgia", "autoimmunity")
 EXCERPT_CHARS = 300
 #: How many authors are named before "et al.".
 AUTHORS_SHOWN = 3
+#: How many news stories a digest lists at most ("In the news" stays short).
+NEWS_SHOWN = 10
 
 # Characters a DOI may keep in a URL path; the rest ("#", "?", "%", "<", space...) must be
 # percent-encoded or the resolver receives a different name (DOI Handbook, section 2.5.2.4).
@@ -42,8 +44,38 @@ class PressLink:
 
 
 @dataclass(frozen=True)
+class NewsEntry:
+    """A news story that names no paper: shown under its own headline, never as a paper.
+
+    From ``news_items`` (``news_id``), or a story that a version before issue 12 stored as a
+    nameless paper (``paper_id``; see :func:`digests.selection.press_only`).
+    """
+
+    headline: str
+    url: str
+    #: Where it was published ("ScienceDaily") and who put it out (a university).
+    site: str
+    outlet: str | None
+    published: date | None
+    summary: str | None
+    topics: tuple[str, ...] = ()
+    news_id: int | None = None
+    paper_id: int | None = None
+
+    @property
+    def excerpt(self) -> str | None:
+        """The start of the summary, cut at a word boundary with an ellipsis."""
+        return excerpt(self.summary)
+
+    @property
+    def credit(self) -> str:
+        """ "ScienceDaily · University of X": where it ran and whose story it is."""
+        return " · ".join(part for part in (self.site, self.outlet) if part)
+
+
+@dataclass(frozen=True)
 class Entry:
-    """One paper in a digest."""
+    """One paper in a digest (or, with ``story`` set, a stored row that is only news)."""
 
     paper_id: int
     title: str
@@ -60,6 +92,9 @@ class Entry:
     abstract: str | None
     press: tuple[PressLink, ...]
     preprint: bool
+    #: Set for a stored "paper" that is press coverage naming no paper (rows from before
+    #: issue 12): it is shown in the news, never among the papers.
+    story: NewsEntry | None = None
 
     @property
     def pubmed_url(self) -> str | None:
@@ -136,6 +171,8 @@ class Digest:
     sections: tuple[Section, ...]
     links: DigestLinks
     format: Literal["html", "text"] = "html"
+    #: Press coverage naming no paper, in its own short "In the news" section.
+    news: tuple[NewsEntry, ...] = ()
 
     @property
     def paper_count(self) -> int:
@@ -145,7 +182,7 @@ class Digest:
     @property
     def is_empty(self) -> bool:
         """True when there is nothing to list (an operator may still send a short note)."""
-        return self.paper_count == 0
+        return self.paper_count == 0 and not self.news
 
 
 def doi_url(doi: str | None) -> str | None:
@@ -174,6 +211,28 @@ def excerpt(text: str | None, limit: int = EXCERPT_CHARS) -> str | None:
     return cut.rstrip(" ,;:.-–—(") + "…"
 
 
+def build_news(
+    entries: Iterable[Entry], news: Iterable[NewsEntry], topics: Iterable[str]
+) -> tuple[NewsEntry, ...]:
+    """The "In the news" section: stories on ``topics``, each once, newest first.
+
+    ``news`` comes from ``news_items``; ``entries`` may carry stories stored as papers by
+    older versions (``Entry.story``). At most :data:`NEWS_SHOWN` are kept: press coverage
+    is a pointer, not the digest's subject.
+    """
+    chosen = set(topics)
+    stories = [*news, *(e.story for e in entries if e.story is not None)]
+    unique: dict[str, NewsEntry] = {}
+    for story in stories:
+        if chosen.intersection(story.topics):
+            unique.setdefault(story.url, story)
+    ordered = sorted(
+        unique.values(),
+        key=lambda s: (-(s.published.toordinal() if s.published else 0), s.headline.casefold()),
+    )
+    return tuple(ordered[:NEWS_SHOWN])
+
+
 def build_sections(
     entries: Iterable[Entry], topic_titles: Mapping[str, str]
 ) -> tuple[Section, ...]:
@@ -189,6 +248,8 @@ def build_sections(
     groups: dict[str, list[Entry]] = {OVERLAP_KEY: [], **{t: [] for t in topic_titles}}
     seen: set[int] = set()
     for entry in entries:
+        if entry.story is not None:  # news, not a paper: see build_news
+            continue
         key = _section_key(entry, topic_titles, overlap)
         if key is None or entry.paper_id in seen:
             continue

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TextualSelect
 
 from crawler.db.engine import transaction
-from crawler.db.models import Delivery, DeliveryPaper, Subscriber
+from crawler.db.models import Delivery, DeliveryNews, DeliveryPaper, Subscriber
 from crawler.settings import Settings
 from digests import selection as sel
 from digests.mail import message_id
@@ -232,6 +232,8 @@ class PagePlan:
             fresh = {
                 s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(todo)))
             }
+            active = [s for s in fresh.values() if s.status == "active"]
+            news = sel.news_for(session, active, self.cutoffs, lookback)  # issue 12, B1
             for sid in todo:
                 sub = fresh.get(sid)
                 if sub is None or sub.status != "active":
@@ -241,7 +243,7 @@ class PagePlan:
                 ids = self.papers[sid]
                 if list(sub.topics or ()) != self.topics[sid]:  # changed since the page read
                     ids = sel.select_paper_ids(session, sub, cutoff, lookback)
-                if not ids and not self.settings.digest.send_empty:
+                if not ids and not news[sid] and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")
                     continue
                 outcomes[sid] = _insert_delivery(
@@ -252,12 +254,14 @@ class PagePlan:
                     cutoff,
                     ids,
                     self.now,
+                    news[sid],
                 )
         return outcomes
 
 
 _DELIVERIES = cast(Table, Delivery.__table__)
 _INSERT_PAPERS = insert(cast(Table, DeliveryPaper.__table__))
+_INSERT_NEWS = insert(cast(Table, DeliveryNews.__table__))
 
 
 def _insert_delivery_statement() -> TextualSelect:
@@ -287,6 +291,7 @@ def _insert_delivery(
     cutoff: datetime,
     ids: Sequence[int],
     now: datetime,
+    news: Sequence[int] = (),
 ) -> tuple[Planned | None, str]:
     """Insert a pending delivery and its papers (one executemany); (it, "due")."""
     delivery = Delivery(
@@ -308,7 +313,9 @@ def _insert_delivery(
     delivery.id = new_id
     if ids:
         conn.execute(_INSERT_PAPERS, [{"delivery_id": new_id, "paper_id": pid} for pid in ids])
-    return Planned(delivery, sub, tuple(ids)), "due"
+    if news:  # what it tells is recorded with it: each story is told once per subscriber
+        conn.execute(_INSERT_NEWS, [{"delivery_id": new_id, "news_id": nid} for nid in news])
+    return Planned(delivery, sub, tuple(ids), tuple(news)), "due"
 
 
 _INSERTED = (
@@ -331,6 +338,7 @@ class Planned:
     delivery: Delivery  # a detached copy of the row as inserted
     sub: Subscriber  # as read in the planning transaction
     ids: tuple[int, ...]  # its papers, in id order
+    news: tuple[int, ...] = ()  # the news stories it tells (news_items ids), in id order
 
 
 def load(engine: Engine, entries: Entries, delivery_id: int) -> Planned:
@@ -347,5 +355,12 @@ def load(engine: Engine, entries: Entries, delivery_id: int) -> Planned:
                 .order_by(DeliveryPaper.paper_id)
             )
         )
+        news = tuple(
+            session.scalars(
+                select(DeliveryNews.news_id)
+                .where(DeliveryNews.delivery_id == delivery_id)
+                .order_by(DeliveryNews.news_id)
+            )
+        )
         entries.get(session, ids)  # loaded here, in the same snapshot, when not cached
-    return Planned(delivery, sub, ids)
+    return Planned(delivery, sub, ids, news)

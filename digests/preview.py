@@ -52,10 +52,12 @@ def preview(
         cutoff = sel.cutoff_for(tz, period_end=period_end, now=now)
         ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
         entries = sel.entries_for(session, ids)
+        told = sel.news_for(session, [sub], {sub.id: cutoff}, settings.digest.first_lookback)
+        news = sel.news_entries(session, told[sub.id])
         topics, fmt = list(sub.topics), sub.format
     period = sel.period_of(cutoff, tz)
     rendered = render(
-        composer.digest(entries, topics, period, "html" if not as_text else fmt, personal)
+        composer.digest(entries, topics, period, "html" if not as_text else fmt, personal, news)
     )
     is_html = not as_text and rendered.html is not None
     body = rendered.html if is_html and rendered.html is not None else rendered.text

@@ -62,8 +62,11 @@ def render(digest: Digest) -> Rendered:
 
 def subject(digest: Digest) -> str:
     """The subject line, built only from a count and a date (never from network text)."""
-    n = digest.paper_count
-    what = "nothing new" if n == 0 else f"{n} new paper{'' if n == 1 else 's'}"
+    n, k = digest.paper_count, len(digest.news)
+    parts = [f"{n} new paper{'' if n == 1 else 's'}"] if n else []
+    if k:
+        parts.append(f"{k} news stor{'y' if k == 1 else 'ies'}")
+    what = ", ".join(parts) or "nothing new"
     return f"litwatch weekly digest: {what} ({digest.period.isoformat()})"
 
 

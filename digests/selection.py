@@ -12,14 +12,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from crawler.db.models import Delivery, DeliveryPaper, PaperRow, PaperTopic, Sighting, Subscriber
-from digests.model import Entry, PressLink, paper_url
+from crawler.db.models import (
+    Delivery,
+    DeliveryNews,
+    DeliveryPaper,
+    NewsItem,
+    PaperRow,
+    PaperTopic,
+    Sighting,
+    Subscriber,
+)
+from digests.model import NEWS_SHOWN, Entry, NewsEntry, PressLink, paper_url
 
 _CHUNK = 500
 
@@ -149,9 +159,118 @@ def entries_for(session: Session, paper_ids: Sequence[int]) -> list[Entry]:
         for paper in session.scalars(
             select(PaperRow).where(PaperRow.id.in_(ids)).order_by(PaperRow.id)
         ):
+            entry = _entry(
+                paper, topics[paper.id], press[paper.id], kinds[paper.id], seen_at.get(paper.id)
+            )
+            if press_only(paper, kinds[paper.id]):
+                entry = replace(entry, story=_legacy_story(entry, press[paper.id]))
+            out.append(entry)
+    return out
+
+
+def press_only(paper: PaperRow, kinds: set[str]) -> bool:
+    """A stored "paper" that is only a news story naming no paper (issue 12, B1).
+
+    Versions before issue 12 stored such stories as papers with no identifier and no title
+    ("(untitled)"). A data migration cannot tell them apart safely later, so they are told
+    apart here, by the rule that now keeps new ones out of the papers table
+    (:func:`crawler.items.names_no_paper`) plus "seen only in the news".
+    """
+    named = paper.doi or paper.pmid or paper.pmcid or paper.title
+    return not named and kinds <= {"news"}
+
+
+def _legacy_story(entry: Entry, press: list[PressLink]) -> NewsEntry:
+    first = press[0] if press else PressLink("News story", entry.url, "")
+    return NewsEntry(
+        headline=first.title,
+        url=first.url,
+        site=first.outlet,
+        outlet=None,
+        published=None,
+        summary=None,
+        topics=entry.topics,
+        paper_id=entry.paper_id,
+    )
+
+
+def news_for(
+    session: Session,
+    subscribers: Sequence[Subscriber],
+    cutoffs: dict[int, datetime],
+    lookback: timedelta,
+) -> dict[int, list[int]]:
+    """Ids of the news stories each subscriber's digest at its cutoff should tell.
+
+    Stories on the subscriber's topics first seen in the same window as papers (see the
+    module docstring), never told to them before (``delivery_news``), newest first, at most
+    :data:`digests.model.NEWS_SHOWN`. Few stories arrive per week, so the window's stories
+    are read once and matched to topics here (``topics`` is a JSON list).
+    """
+    out: dict[int, list[int]] = {}
+    if not subscribers:
+        return out
+    starts: dict[int, datetime] = {}
+    for cutoff in set(cutoffs[s.id] for s in subscribers):
+        group = [s.id for s in subscribers if cutoffs[s.id] == cutoff]
+        previous = previous_cutoffs(session, group, cutoff)
+        starts.update({sid: previous.get(sid, cutoff) - lookback for sid in group})
+    rows = session.execute(
+        select(NewsItem.id, NewsItem.topics, NewsItem.first_seen)
+        .where(NewsItem.first_seen >= min(starts.values()))
+        .where(NewsItem.first_seen < max(cutoffs[s.id] for s in subscribers))
+        .order_by(NewsItem.first_seen.desc(), NewsItem.id.desc())
+    ).all()
+    told = _told_news(session, [s.id for s in subscribers], [r.id for r in rows])
+    for sub in subscribers:
+        wanted = set(sub.topics or ())
+        start, cutoff = starts[sub.id], cutoffs[sub.id]
+        ids = [
+            r.id
+            for r in rows
+            if start <= r.first_seen < cutoff
+            and wanted.intersection(r.topics or ())
+            and r.id not in told.get(sub.id, set())
+        ]
+        out[sub.id] = sorted(ids[:NEWS_SHOWN])
+    return out
+
+
+def _told_news(
+    session: Session, subscriber_ids: Sequence[int], news_ids: Sequence[int]
+) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for start in range(0, len(news_ids), _CHUNK):
+        chunk = list(news_ids[start : start + _CHUNK])
+        for sid, nid in session.execute(
+            select(Delivery.subscriber_id, DeliveryNews.news_id)
+            .join(Delivery, Delivery.id == DeliveryNews.delivery_id)
+            .where(
+                Delivery.subscriber_id.in_(list(subscriber_ids)), DeliveryNews.news_id.in_(chunk)
+            )
+        ):
+            out[sid].add(nid)
+    return out
+
+
+def news_entries(session: Session, news_ids: Sequence[int]) -> list[NewsEntry]:
+    """The digest entries of these stories (from ``news_items``), in id order."""
+    out: list[NewsEntry] = []
+    for start in range(0, len(news_ids), _CHUNK):
+        chunk = list(news_ids[start : start + _CHUNK])
+        for row in session.scalars(
+            select(NewsItem).where(NewsItem.id.in_(chunk)).order_by(NewsItem.id)
+        ):
             out.append(
-                _entry(
-                    paper, topics[paper.id], press[paper.id], kinds[paper.id], seen_at.get(paper.id)
+                NewsEntry(
+                    headline=row.headline,
+                    url=row.url,
+                    site=_outlet(row.source_id),
+                    outlet=row.outlet,
+                    published=row.published,
+                    summary=row.summary,
+                    topics=tuple(sorted(row.topics or ())),
+                    news_id=row.id,
                 )
             )
     return out

@@ -29,6 +29,7 @@ from digests.compose import make_composer
 from digests.delivery import Outgoing, Sender, SendReport, record
 from digests.mail import DigestMail, MailConfigError, check_sender
 from digests.planning import Entries, PagePlan, Planned, load, pages
+from digests.selection import news_entries
 from digests.tokens import Links, signer_for
 
 log = logging.getLogger("litwatch.digest")
@@ -87,8 +88,14 @@ class _Run:
         if papers is None:
             with transaction(self.engine) as session:
                 papers = self.entries.get(session, planned.ids)
+        news = []
+        if planned.news:  # issue 12, B1: stories naming no paper, told once
+            with transaction(self.engine) as session:
+                news = news_entries(session, planned.news)
         personal = self.links.personal(sub)
-        rendered = self.composer.compose(papers, sub.topics, delivery.period, sub.format, personal)
+        rendered = self.composer.compose(
+            papers, sub.topics, delivery.period, sub.format, personal, news
+        )
         mail = DigestMail(
             rendered,
             from_header=self.settings.email.from_,

@@ -15,7 +15,7 @@ from typing import Any
 import scrapy
 from scrapy.http import Response
 
-from crawler.items import Paper
+from crawler.items import NewsStory, Paper, names_no_paper
 from crawler.topics import TopicMatcher
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
@@ -25,6 +25,7 @@ from spiders.sciencedaily_parse import (
     StoryPageError,
     parse_news_feed,
     parse_story,
+    story_summary,
 )
 
 
@@ -101,7 +102,7 @@ class ScienceDailySpider(LitwatchSpider):
             chosen.append(story)
         return chosen, True
 
-    def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper]:
+    def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper | NewsStory]:
         try:
             papers = parse_story(response.body, story.url, self.source.id)
         except StoryPageError as exc:
@@ -109,7 +110,23 @@ class ScienceDailySpider(LitwatchSpider):
             return
         context = " ".join(filter(None, [story.title, story.summary]))
         for paper in papers:
+            if names_no_paper(paper):  # press coverage, not a paper (issue 12, B1)
+                yield self.news_story(response.body, story)
+                continue
             paper.context = context
             paper.seen_title = paper.seen_title or story.title
             yield paper
         self.report.followed.append((story.url, sum(1 for p in papers if p.doi)))
+
+    def news_story(self, body: bytes, story: NewsItem) -> NewsStory:
+        """The story as press coverage: headline, outlet and date from its page."""
+        meta = story_summary(body)
+        published = meta.date_posted or (story.published.date() if story.published else None)
+        return NewsStory(
+            source_id=self.source.id,
+            url=story.url,
+            headline=meta.headline or story.title or story.url,
+            summary=story.summary or meta.abstract,
+            outlet=meta.source,
+            published=published,
+        )

@@ -35,7 +35,14 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from crawler.db.engine import make_engine, transaction
-from crawler.db.models import CrawlRun, FollowedLink, PaperRow, Sighting, SourceState
+from crawler.db.models import (
+    CrawlRun,
+    FollowedLink,
+    NewsItem,
+    PaperRow,
+    Sighting,
+    SourceState,
+)
 from crawler.db.polls import load_followed, record_followed
 from crawler.ingest.pipelines import ClassifyPipeline, StorePipeline
 from crawler.ingest.runner import _result
@@ -809,10 +816,14 @@ def test_sciencedaily_follows_each_relevant_story_once_and_merges_with_pubmed(
     ]
     assert paper.pmid == "34196305"
     assert paper.title == "Passive transfer of fibromyalgia symptoms from patients to mice."
-    # The story without a DOI is kept as news, not dropped.
+    # The story without a DOI is kept as news (press coverage), not dropped, and is no paper.
     no_doi_url = http_server.url("/releases/2021/06/210630090000.htm")
-    news = [s for s in sightings(engine, "sd-immune") if s["url"] == no_doi_url]
-    assert len(news) == 1 and news[0]["kind"] == "news"
+    assert not [s for s in sightings(engine) if s["url"] == no_doi_url]
+    with engine.connect() as conn:
+        news = conn.execute(select(NewsItem.source_id, NewsItem.url, NewsItem.headline)).all()
+    assert [tuple(n) for n in news] == [
+        ("sd-immune", no_doi_url, "Walking groups ease fibromyalgia pain")
+    ]
     row = summary_rows(first.stdout)["sd-immune"]
     assert (row["status"], row["items"], row["skipped"]) == ("ok", "2", "1")
     with engine.connect() as conn:
@@ -848,9 +859,11 @@ def test_sciencedaily_follows_each_relevant_story_once_and_merges_with_pubmed(
         ).one()
     # A paper known only from the story's reference is created from it.
     assert lupus == ("Lupus autoantibodies sensitise nociceptors", "Arthritis & Rheumatology", 2021)
-    assert len(sightings(engine, "sd-immune")) + len(sightings(engine, "sd-pain")) == 3
+    # Two stories name a paper (two sightings); the third is a news item, not a paper.
+    assert len(sightings(engine, "sd-immune")) + len(sightings(engine, "sd-pain")) == 2
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(FollowedLink)) == 3
+        assert conn.scalar(select(func.count()).select_from(NewsItem)) == 1
 
 
 # --- Dry runs -------------------------------------------------------------------------------------

@@ -176,6 +176,22 @@ def test_csv_summarises_sightings() -> None:
     ]
 
 
+def test_csv_for_excel_starts_with_a_byte_order_mark() -> None:
+    rec = record(authors=["Müller-Ødegård K"])
+    _, plain = export("csv", [rec])
+    assert not plain.startswith("\ufeff")
+    out = io.StringIO(newline="")
+    assert write_records([rec], "csv", out, excel=True) == 1
+    excel = out.getvalue()
+    assert excel == "\ufeff" + plain
+    raw = excel.encode("utf-8")
+    assert raw.startswith(b"\xef\xbb\xbf")
+    [row] = read_csv(raw.decode("utf-8-sig"))
+    assert row["authors"] == "Müller-Ødegård K" and row["doi"] == rec["doi"]
+    with pytest.raises(ValueError, match="csv"):
+        write_records([rec], "ris", io.StringIO(), excel=True)
+
+
 def test_csv_empty_input_writes_header_only() -> None:
     out = io.StringIO(newline="")
     assert write_csv([], out) == 0
@@ -356,6 +372,12 @@ UNLATEX = [
     (r"\$", "$"),
     (r"\#", "#"),
     (r"\_", "_"),
+    # Ligature breakers ("--" is written "-{}-"): see test_bibtex_protects_tex_ligatures.
+    ("-{}", "-"),
+    ("`{}", "`"),
+    ("'{}", "'"),
+    ("?{}", "?"),
+    ("!{}", "!"),
 ]
 
 
@@ -388,6 +410,59 @@ def test_bibtex_escapes_specials_and_round_trips() -> None:
     )
     assert "Müller-Ødegård" in text  # UTF-8 kept, not turned into {\"u}
     assert key == "mullerodegard2021sum"
+
+
+DASHED_TITLE = "IL-6--TNF axis --- a ``review'' of pain?`s C--C bonds"
+
+
+def test_bibtex_protects_tex_ligatures() -> None:
+    """ "--" must not print (or read back) as an en dash: TeX ligatures are broken with {}."""
+    rec = record(title=DASHED_TITLE, journal="Pain -- Reports", authors=["Smith--Jones A"])
+    [(_, _, fields)] = parse_bibtex(export("bibtex", [rec])[1])
+    title = fields["title"][1:-1]
+    assert "--" not in title and "``" not in title and "''" not in title and "?`" not in title
+    assert title == r"IL-6-{}-TNF axis -{}-{}- a `{}`review'{}' of pain?{}`s C-{}-C bonds"
+    assert unlatex(title) == DASHED_TITLE
+    assert unlatex(fields["journal"]) == "Pain -- Reports" and "--" not in fields["journal"]
+    assert fields["author"] == "Smith-{}-Jones, A."
+
+
+def test_bibtex_export_reads_back_in_pybtex_and_bibtexparser() -> None:
+    """The whole export, as two real BibTeX readers decode it (skipped without them)."""
+    pybtex_database = pytest.importorskip("pybtex.database")
+    richtext = pytest.importorskip("pybtex.richtext")
+    bibtexparser = pytest.importorskip("bibtexparser")
+    middlewares = pytest.importorskip("bibtexparser.middlewares")
+    records = [
+        record(),
+        record(title=DASHED_TITLE),
+        hostile(),
+        record(title="Preprint -- first look", journal="medRxiv", publication_types=["Preprint"]),
+        record(authors=[], published=None, title="a { b", abstract="} c {{", journal="}"),
+    ]
+    path = CORPUS / "apis" / "europepmc_search_1000results_cancer.json"
+    corpus = europepmc_records()[:200] if path.exists() else []  # real titles, when at hand
+    count, text = export("bibtex", records + corpus)
+    assert count == len(records) + len(corpus)
+
+    parsed = pybtex_database.parse_string(text, "bibtex")
+    assert len(parsed.entries) == count
+    titles = [
+        richtext.Text.from_latex(entry.fields["title"]).render_as("text")
+        for entry in parsed.entries.values()
+    ]
+    assert titles[1] == DASHED_TITLE  # no en dash, no curly quotes
+    assert "–" not in titles[3] and titles[3] == "Preprint -- first look"
+    assert all("author" in entry.persons for entry in list(parsed.entries.values())[:4])
+
+    library = bibtexparser.parse_string(
+        text, append_middleware=[middlewares.LatexDecodingMiddleware()]
+    )
+    assert library.failed_blocks == [] and len(library.entries) == count
+    decoded = [entry["title"].strip("{}") for entry in library.entries]
+    assert decoded[1] == DASHED_TITLE
+    assert decoded[3] == "Preprint -- first look"
+    assert [entry.key for entry in library.entries] == list(parsed.entries.keys())
 
 
 def test_bibtex_journal_paper_fields() -> None:

@@ -16,8 +16,9 @@ import pytest
 from lxml import etree
 from sqlalchemy import Engine
 
+from crawler.db.news import store_news
 from crawler.db.store import upsert
-from crawler.items import Paper
+from crawler.items import NewsStory, Paper
 from crawler.settings import Settings, load_settings
 from digests.feeds import ATOM_NS, FeedInfo, FeedItem, build_feed, rfc3339, xml_text
 from digests.model import Entry
@@ -90,7 +91,7 @@ def test_build_feed_is_valid_atom_with_required_elements() -> None:
     assert feed.feed.title == "litwatch: new papers"
     assert feed.feed.id == INFO.feed_id
     (got,) = feed.entries
-    assert got.id == "https://doi.org/10.1000/ABC(1)2"
+    assert got.id == "tag:litwatch.example.org,2026:paper/1"  # fixed, not the DOI (RFC 4287)
     assert got.link == "https://doi.org/10.1000/ABC(1)2"
     assert [a.name for a in got.authors] == ["Ann Smith", "Bo Li", "Cy Diaz"]
     assert sorted(t.term for t in got.tags) == ["autoimmunity", "fibromyalgia"]
@@ -129,9 +130,9 @@ def test_entry_ids_and_links_without_a_doi() -> None:
     body = build_feed(INFO, [item(pubmed_only), item(nothing, 1)], NOW)
     feed = parse(body)
     first, second = feed.entries
-    assert first.id == "https://pubmed.ncbi.nlm.nih.gov/38000001/"
+    assert first.id == "tag:litwatch.example.org,2026:paper/3"
     assert first.link == "https://pubmed.ncbi.nlm.nih.gov/38000001/"
-    assert second.id == "tag:litwatch.example.org,2025:litwatch/paper/4"
+    assert second.id == "tag:litwatch.example.org,2026:paper/4"
     assert b"javascript:" not in body
     node = etree.fromstring(body).findall(A + "entry")[1]
     assert node.find(A + "link") is None
@@ -211,3 +212,118 @@ def test_feed_size_is_capped_newest_first(settings: Settings, engine: Engine) ->
     with TestClient(create_app(settings, engine, WebOptions(feed_size=3))) as client:
         feed = parse(client.get("/feed/fibromyalgia.atom").content)
     assert [e.title for e in feed.entries] == ["Paper 4", "Paper 3", "Paper 2"]
+
+
+def test_entry_id_stays_when_a_paper_learns_its_doi(settings: Settings, engine: Engine) -> None:
+    """RFC 4287 4.2.6: a PMID-only paper that later gets its DOI keeps its entry id."""
+    pubmed = Paper(
+        source_id="pubmed", origin="pubmed", pmid="38000001", title="Grows", topics=["fibromyalgia"]
+    )
+    upsert(engine, [pubmed], now=NOW - timedelta(hours=2))
+    with TestClient(create_app(settings, engine)) as client:
+        before = parse(client.get("/feed.atom").content).entries
+        feed = Paper(
+            source_id="journal", origin="feed", doi="10.1000/grows", title="Grows", topics=[]
+        )
+        upsert(engine, [Paper(**{**vars(pubmed), "doi": "10.1000/grows"}), feed], now=NOW)
+        after = parse(client.get("/feed.atom").content).entries
+    assert len(before) == len(after) == 1
+    assert before[0].link == "https://pubmed.ncbi.nlm.nih.gov/38000001/"
+    assert after[0].link == "https://doi.org/10.1000/grows"  # the link may change ...
+    assert before[0].id == after[0].id  # ... the id never does
+    assert after[0].id.startswith("tag:lw.example.org,2026:paper/")
+
+
+def test_feeds_answer_conditional_requests(settings: Settings, engine: Engine) -> None:
+    """ETag and Last-Modified on every feed; If-None-Match / If-Modified-Since give a 304."""
+    store(engine, "First", "10.1000/c.1", ["fibromyalgia"], 3)
+    with TestClient(create_app(settings, engine)) as client:
+        first = client.get("/feed/fibromyalgia.atom")
+        tag, modified = first.headers["etag"], first.headers["last-modified"]
+        assert first.status_code == 200 and tag.startswith('"')
+        # Last-Modified is the newest entry's update (stored at first sight), as an HTTP-date.
+        assert modified == "Mon, 10 Mar 2025 04:00:00 GMT"
+        same = client.get("/feed/fibromyalgia.atom", headers={"If-None-Match": tag})
+        listed = client.get(
+            "/feed/fibromyalgia.atom", headers={"If-None-Match": f'"other", W/{tag}'}
+        )
+        since = client.get("/feed/fibromyalgia.atom", headers={"If-Modified-Since": modified})
+        stale = client.get(
+            "/feed/fibromyalgia.atom",
+            headers={"If-Modified-Since": "Mon, 10 Mar 2025 03:59:59 GMT"},
+        )
+        wrong_tag = client.get(
+            "/feed/fibromyalgia.atom",
+            headers={"If-None-Match": '"other"', "If-Modified-Since": modified},
+        )
+        bad_date = client.get("/feed/fibromyalgia.atom", headers={"If-Modified-Since": "soon"})
+        store(engine, "Second", "10.1000/c.2", ["fibromyalgia"], 1)
+        changed = client.get("/feed/fibromyalgia.atom", headers={"If-None-Match": tag})
+        other_feed = client.get("/feed.atom", headers={"If-None-Match": tag})
+    for answer in (same, listed, since):
+        assert answer.status_code == 304 and answer.content == b""
+        assert answer.headers["etag"] == tag and answer.headers["last-modified"] == modified
+    for answer in (stale, wrong_tag, bad_date):
+        assert answer.status_code == 200 and answer.content == first.content
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.headers["last-modified"] == "Mon, 10 Mar 2025 06:00:00 GMT"
+    assert [e.title for e in parse(changed.content).entries] == ["Second", "First"]
+    assert other_feed.status_code == 200  # a tag of one feed means nothing to another
+
+
+def test_news_stories_are_news_in_the_feeds(settings: Settings, engine: Engine) -> None:
+    """Issue 12 B1: a story naming no paper is a news entry, never "(untitled)"."""
+    store(engine, "A real paper", "10.1000/r.1", ["fibromyalgia"], 3)
+    story = NewsStory(
+        source_id="sciencedaily-pain",
+        url="https://www.sciencedaily.com/releases/2025/03/250309.htm",
+        headline="Walking groups ease pain",
+        summary="Walkers reported less pain.",
+        outlet="Example Health Trust",
+        published=date(2025, 3, 9),
+        topics=["fibromyalgia"],
+    )
+    lupus = NewsStory(
+        source_id="sciencedaily-immune",
+        url="https://www.sciencedaily.com/releases/2025/03/250308.htm",
+        headline="Lupus in mice",
+        topics=["autoimmunity"],
+    )
+    store_news(engine, [story], now=NOW - timedelta(hours=2))
+    store_news(engine, [lupus], now=NOW - timedelta(hours=4))
+    old = Paper(  # what versions before issue 12 stored for such a story
+        source_id="sciencedaily-pain",
+        origin="news",
+        url="https://www.sciencedaily.com/releases/2025/03/250307.htm",
+        sighting_kind="news",
+        seen_title="Yoga in pain clinics",
+        topics=["fibromyalgia"],
+    )
+    upsert(engine, [old], now=NOW - timedelta(hours=1))
+    with TestClient(create_app(settings, engine)) as client:
+        everything = parse(client.get("/feed.atom").content)
+        fibro = client.get("/feed/fibromyalgia.atom")
+    assert [e.title for e in everything.entries] == [
+        "Yoga in pain clinics",
+        "Walking groups ease pain",
+        "A real paper",
+        "Lupus in mice",
+    ]
+    fibro_feed = parse(fibro.content)
+    assert [e.title for e in fibro_feed.entries] == [
+        "Yoga in pain clinics",
+        "Walking groups ease pain",
+        "A real paper",
+    ]
+    legacy, news, paper = fibro_feed.entries
+    assert b"(untitled)" not in fibro.content
+    assert news.id.startswith("tag:lw.example.org,2026:news/")
+    assert legacy.id.startswith("tag:lw.example.org,2026:paper/")
+    assert paper.id.startswith("tag:lw.example.org,2026:paper/")
+    assert news.link == story.url and legacy.link == old.url
+    assert news.summary == (
+        "In the news · ScienceDaily · Example Health Trust · 9 Mar 2025"
+        " — Walkers reported less pain."
+    )
+    assert {t.term for t in news.tags} == {"news", "fibromyalgia"}
+    assert "news" not in {t.term for t in paper.get("tags", [])}

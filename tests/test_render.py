@@ -21,7 +21,9 @@ from digests.model import (
     Digest,
     DigestLinks,
     Entry,
+    NewsEntry,
     PressLink,
+    build_news,
     build_sections,
     doi_url,
     excerpt,
@@ -297,6 +299,68 @@ def test_subject_uses_only_count_and_date() -> None:
     assert render(one).subject == "litwatch weekly digest: 1 new paper (2025-03-10)"
     empty = make_digest([])
     assert render(empty).subject == "litwatch weekly digest: nothing new (2025-03-10)"
+
+
+# --- In the news (issue 12, B1) -------------------------------------------------------------
+
+STORY = NewsEntry(
+    headline='Walking groups <em>ease</em> "pain"',
+    url="https://www.sciencedaily.com/releases/2025/03/250305.htm",
+    site="ScienceDaily",
+    outlet="Example Health Trust & Co",
+    published=date(2025, 3, 5),
+    summary="People who joined a weekly walking group reported less pain.",
+    topics=("fibromyalgia",),
+    news_id=7,
+)
+
+
+def legacy(paper_id: int) -> Entry:
+    """A story an older version stored as a nameless paper, as selection marks it."""
+    story = NewsEntry(
+        "Yoga in pain clinics", "https://www.sciencedaily.com/r/1.htm", "ScienceDaily",
+        None, None, None, ("fibromyalgia",), paper_id=paper_id,
+    )  # fmt: skip
+    return entry(paper_id, "(untitled)", pmid=None, url=story.url, story=story)
+
+
+def test_news_is_its_own_section_never_a_paper() -> None:
+    entries = [entry(1, "A real paper"), legacy(2)]
+    news = build_news(entries, [STORY], ["fibromyalgia"])
+    assert [n.headline for n in news] == [STORY.headline, "Yoga in pain clinics"]
+    digest = make_digest(entries, news=news)
+    assert digest.paper_count == 1 and not digest.is_empty
+    rendered = render(digest)
+    assert rendered.subject == "litwatch weekly digest: 1 new paper, 2 news stories (2025-03-10)"
+    assert rendered.html is not None
+    for part in (rendered.text, rendered.html):
+        assert "(untitled)" not in part
+        assert part.count("Yoga in pain clinics") == 1
+    text = rendered.text
+    assert text.index("A real paper") < text.index("\nIn the news\n-----------\n")
+    assert '  - Walking groups <em>ease</em> "pain"' in text  # plain text, as written
+    assert "    ScienceDaily · Example Health Trust & Co · 5 Mar 2025" in text
+    assert f"    {STORY.url}" in text
+    html = rendered.html
+    page = parse(html)
+    [head] = [td for td in page.xpath("//td") if td.text_content() == "In the news"]
+    assert head is not None
+    [link] = page.xpath(f'//a[@href="{STORY.url}"]')
+    assert link.text_content() == STORY.headline  # escaped once, shown as written
+    assert "&lt;em&gt;ease&lt;/em&gt;" in html and "&amp;lt;" not in html
+    assert "Example Health Trust &amp; Co · 5 Mar 2025" in html
+
+
+def test_news_follows_the_subscribers_topics_newest_first_and_stays_short() -> None:
+    other = dataclasses.replace(STORY, url="https://e.org/2", topics=("autoimmunity",))
+    older = dataclasses.replace(STORY, url="https://e.org/3", published=date(2025, 1, 1))
+    many = [dataclasses.replace(STORY, url=f"https://e.org/m{i}") for i in range(20)]
+    assert build_news([], [older, STORY, other], ["fibromyalgia"]) == (STORY, older)
+    assert build_news([], [STORY, STORY], ["fibromyalgia"]) == (STORY,)  # each once
+    assert len(build_news([], many, ["fibromyalgia"])) == 10
+    only_news = make_digest([], news=(STORY,))
+    assert render(only_news).subject == "litwatch weekly digest: 1 news story (2025-03-10)"
+    assert "No new papers on your topics were added" in render(only_news).text
 
 
 # --- HTML ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from scrapy.settings import Settings as ScrapySettings
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
-from crawler.items import Paper, PaperBatch
+from crawler.items import NewsStory, Paper, PaperBatch
 from crawler.poll import PollState
 from crawler.settings import Settings, SourceSettings, load_settings
 from spiders import pubmed
@@ -245,12 +245,16 @@ def test_story_page_gives_the_paper_as_news_and_is_marked_followed(config: Setti
 
 
 def test_story_without_doi_is_kept_as_news(config: Settings) -> None:
+    """A story naming no paper is press coverage (issue 12 B1), never a nameless paper."""
     spider = news_spider(config)
     story = story_item(spider, NO_DOI_STORY)
     page = HtmlResponse(url=NO_DOI_STORY, body=fixture("story_no_doi.html"), encoding="utf-8")
-    (paper,) = list(spider.parse_story_page(page, story))
-    assert paper.doi is None and paper.sighting_kind == "news"
-    assert paper.seen_title == "Walking groups ease fibromyalgia pain"
+    (news,) = list(spider.parse_story_page(page, story))
+    assert isinstance(news, NewsStory)
+    assert (news.source_id, news.url) == (spider.source.id, NO_DOI_STORY)
+    assert news.headline == "Walking groups ease fibromyalgia pain"
+    assert (news.outlet, news.published) == ("Example Health Trust", date(2021, 6, 30))
+    assert news.summary  # the feed's description of the story
     assert spider.report.followed == [(NO_DOI_STORY, 0)]
 
 

@@ -149,10 +149,18 @@ def _esc(text: str) -> str:
 
 @papers.command("export")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True)
+@click.option(
+    "--excel", is_flag=True, help="CSV for Excel: UTF-8 with a byte order mark (--format csv)."
+)
 @_filters
 @pass_app
 def papers_export(
-    app: App, fmt: str, since: datetime | None, topic: str | None, source_id: str | None
+    app: App,
+    fmt: str,
+    excel: bool,
+    since: datetime | None,
+    topic: str | None,
+    source_id: str | None,
 ) -> None:
     """Export papers to stdout as JSON lines, CSV, RIS or BibTeX (RIS/BibTeX import into Zotero).
 
@@ -160,7 +168,10 @@ def papers_export(
     Examples:
       litwatch papers export --format ris --topic autoimmunity > autoimmunity.ris
       litwatch papers export --since 2026-11-01 | jq .doi
+      litwatch papers export --format csv --excel > papers.csv
     """
+    if excel and fmt != "csv":
+        fail("--excel applies to --format csv only", EXIT_USAGE)
     from crawler.db.engine import transaction
     from crawler.db.queries import iter_records, papers_query
     from crawler.export import write_records
@@ -174,7 +185,7 @@ def papers_export(
         records = iter_records(
             session, papers_query(since=_since(since), topic=topic, source=source_id)
         )
-        count = write_records(records, fmt, stream)  # type: ignore[arg-type]
+        count = write_records(records, fmt, stream, excel=excel)  # type: ignore[arg-type]
     stream.flush()
     click.echo(f"exported {count} papers as {fmt}", err=True)
 

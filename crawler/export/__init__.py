@@ -21,6 +21,7 @@ from typing import TextIO
 
 from crawler.export.authors import AuthorName, parse_author
 from crawler.export.bibtex import CitationKeys, bibtex_entry, write_bibtex
+from crawler.export.fields import is_press_only
 from crawler.export.formats import FORMATS, ExportFormat, Record
 from crawler.export.ris import write_ris
 from crawler.export.tabular import write_csv, write_jsonl
@@ -41,11 +42,21 @@ __all__ = [
 ]
 
 
-def write_records(records: Iterable[Record], fmt: ExportFormat, out: TextIO) -> int:
+def write_records(
+    records: Iterable[Record], fmt: ExportFormat, out: TextIO, *, excel: bool = False
+) -> int:
     """Write ``records`` to ``out`` in format ``fmt`` and return how many were written.
 
+    Records that are only press coverage (:func:`~crawler.export.fields.is_press_only`)
+    are left out: exports hold papers. ``excel`` (CSV only): UTF-8 with a byte order mark,
+    for Excel (see :func:`write_csv`).
     Example: ``write_records(papers, "ris", open("papers.ris", "w", newline=""))``.
     """
+    if excel and fmt != "csv":
+        raise ValueError("excel applies to the csv format only")
+    papers = (record for record in records if not is_press_only(record))
+    if excel:
+        return write_csv(papers, out, excel=True)
     writers: dict[str, Callable[[Iterable[Record], TextIO], int]] = {
         "jsonl": write_jsonl,
         "csv": write_csv,
@@ -54,4 +65,4 @@ def write_records(records: Iterable[Record], fmt: ExportFormat, out: TextIO) -> 
     }
     if fmt not in writers:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return writers[fmt](records, out)
+    return writers[fmt](papers, out)

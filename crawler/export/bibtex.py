@@ -111,8 +111,16 @@ def _bibtex_identifiers(record: Record) -> Iterator[tuple[str, str]]:
         yield "url", "{" + url + "}"
 
 
+# TeX ligatures: "--" and "---" print as en and em dashes, "``" and "''" as curly quotes,
+# "?`" and "!`" as inverted marks; BibTeX readers (pybtex, bibtexparser's LaTeX decoding)
+# turn them into those characters too. An empty group between the two characters breaks the
+# ligature, so "IL-6--TNF" and the SMILES-like "C--C" survive as written.
+_LIGATURE = re.compile(r"-(?=-)|`(?=`)|'(?=')|[?!](?=`)")
+
+
 def _latex(value: object) -> str:
-    return _flat(_text(value)).translate(_LATEX_ESCAPES)
+    escaped = _flat(_text(value)).translate(_LATEX_ESCAPES)
+    return _LIGATURE.sub(lambda m: m.group(0) + "{}", escaped)
 
 
 class CitationKeys:

@@ -35,6 +35,19 @@ def is_preprint(record: Record) -> bool:
     return "preprint" in kinds and "article" not in kinds
 
 
+def is_press_only(record: Record) -> bool:
+    """A stored "paper" that is only a news story naming no paper (issue 12, B1).
+
+    Versions before issue 12 stored such stories as papers with no identifier and no title;
+    exports hold papers only, so they are left out (the same rule as
+    :func:`digests.selection.press_only`: nothing that names a paper, seen only as news).
+    """
+    if any(_text(record.get(name)).strip() for name in ("doi", "pmid", "pmcid", "title")):
+        return False
+    kinds = {s.get("kind") for s in record.get("sightings") or [] if isinstance(s, Mapping)}
+    return kinds <= {"news"}
+
+
 def landing_url(record: Record) -> str:
     """The DOI resolver URL, else the PubMed page, else the first http(s) sighting URL."""
     doi = _text(record.get("doi"))

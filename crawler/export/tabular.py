@@ -41,14 +41,25 @@ _LIST_SEPARATOR = "; "
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def write_csv(records: Iterable[Record], out: TextIO) -> int:
+#: The UTF-8 byte order mark, as text: Excel reads a CSV file without it in the system's
+#: legacy code page (Windows-1252 in the West), so "Müller" shows as "MÃ¼ller".
+EXCEL_BOM = "\ufeff"
+
+
+def write_csv(records: Iterable[Record], out: TextIO, *, excel: bool = False) -> int:
     """A header row, then one row per paper (RFC 4180 quoting by the csv module).
+
+    ``excel``: start with a byte order mark (UTF-8 with BOM), which is how Excel learns
+    that the file is UTF-8; other readers (pandas, LibreOffice, Python's ``utf-8-sig``)
+    skip it.
 
     List fields are joined with ``"; "``; sightings become a count and their distinct URLs
     joined with a space (a URL may hold ``;`` but never a raw space). Every text cell that
     a spreadsheet would run as a formula gets a leading apostrophe (OWASP advice); the
     only number, the sighting count, is written as is.
     """
+    if excel:
+        out.write(EXCEL_BOM)
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     count = 0

@@ -22,24 +22,33 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from twisted.python.failure import Failure
 
+from crawler.db.news import store_news
 from crawler.db.store import upsert
-from crawler.items import Paper, PaperBatch
+from crawler.items import NewsStory, Paper, PaperBatch
 from crawler.topics import TopicMatcher
 from spiders.base import LitwatchSpider
 
 STORE_BATCH = 500
+#: What a spider may yield.
+Item = Paper | PaperBatch | NewsStory
 
 
-def assign_topics(item: Paper, matcher: TopicMatcher, source_topics: list[str] | None) -> bool:
+def assign_topics(
+    item: Paper | NewsStory, matcher: TopicMatcher, source_topics: list[str] | None
+) -> bool:
     """Set ``item.topics``; return False when the item is off-topic and should be skipped.
 
     A source with ``topics`` vouches for them (a PubMed query written for a topic, a journal
     wholly within one): its items carry them even when the terms are only in MeSH or nowhere,
     plus any other topic their text matches. Other sources keep only matching items.
     """
-    text = "\n".join(filter(None, [item.abstract, item.context]))
     # The source's own topics apply anyway: only the others need searching for.
-    matched = matcher.classify(item.title, text, item.mesh, item.keywords, skip=source_topics or ())
+    skip = source_topics or ()
+    if isinstance(item, NewsStory):  # press coverage: its headline and summary
+        matched = matcher.classify(item.headline, item.summary, skip=skip)
+    else:
+        text = "\n".join(filter(None, [item.abstract, item.context]))
+        matched = matcher.classify(item.title, text, item.mesh, item.keywords, skip=skip)
     if source_topics:
         item.topics = list(dict.fromkeys([*source_topics, *matched]))
         return True
@@ -85,7 +94,7 @@ class ClassifyPipeline(_SpiderPipeline):
     def open_spider(self) -> None:
         self.matcher = TopicMatcher(self.spider.config.topics)
 
-    def process_item(self, item: Paper | PaperBatch) -> Paper | PaperBatch:
+    def process_item(self, item: Item) -> Item:
         if isinstance(item, PaperBatch):
             item.papers = [paper for paper in item.papers if self.keep(paper)]
             return item
@@ -93,7 +102,7 @@ class ClassifyPipeline(_SpiderPipeline):
             raise DropItem("off-topic", log_level="DEBUG")
         return item
 
-    def keep(self, paper: Paper) -> bool:
+    def keep(self, paper: Paper | NewsStory) -> bool:
         """Count and tag one paper; False when it is off-topic (counted as skipped)."""
         report = self.spider.report
         report.items += 1
@@ -103,7 +112,7 @@ class ClassifyPipeline(_SpiderPipeline):
         return True
 
 
-def item_json(item: Paper) -> str:
+def item_json(item: Paper | NewsStory) -> str:
     """One item as a JSON line (dry runs and ``-O``)."""
     data = dataclasses.asdict(item)
     data.pop("context", None)
@@ -125,7 +134,10 @@ class StorePipeline(_SpiderPipeline):
         self.batch_size = self.crawler.settings.getint("LITWATCH_STORE_BATCH", STORE_BATCH)
         self.buffer: list[Paper] = []
 
-    def process_item(self, item: Paper | PaperBatch) -> Paper | PaperBatch:
+    def process_item(self, item: Item) -> Item:
+        if isinstance(item, NewsStory):  # press coverage naming no paper: news_items
+            self.store_story(item)
+            return item
         papers = item.papers if isinstance(item, PaperBatch) else [item]
         if self.out is not None:
             self.out.writelines(item_json(paper) + "\n" for paper in papers)
@@ -154,6 +166,22 @@ class StorePipeline(_SpiderPipeline):
         report.new += len(result.new_paper_ids)
         report.merged += result.merged + result.collapsed
         report.stored += len(batch)
+
+    def store_story(self, story: NewsStory) -> None:
+        """Store one news story at once (stories are few: one per followed page)."""
+        if self.out is not None:
+            self.out.write(item_json(story) + "\n")
+            return
+        if self.engine is None:
+            return
+        try:
+            store_news(self.engine, [story])
+        except SQLAlchemyError as exc:
+            self.spider.report.store_failed = True
+            detail = getattr(exc, "orig", None) or exc
+            self.spider.fail(f"database error storing news story {story.url}: {detail}")
+            return
+        self.spider.report.stored += 1
 
     def close_spider(self) -> None:
         self.flush()

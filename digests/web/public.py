@@ -166,8 +166,8 @@ async def archive_period(request: Request) -> Response:
     return response
 
 
-def feed_bytes(st: WebState, topic: str | None, self_url: str) -> bytes:
-    """The Atom document for ``topic`` (None: all topics)."""
+def feed_bytes(st: WebState, topic: str | None, self_url: str) -> tuple[bytes, datetime]:
+    """The Atom document for ``topic`` (None: all topics) and when it last changed."""
     with transaction(st.engine) as session:
         items = feeds.recent_items(session, topic, st.options.feed_size)
     base = st.settings.web.base_url
@@ -179,14 +179,15 @@ def feed_bytes(st: WebState, topic: str | None, self_url: str) -> bytes:
         home_url=f"{base}/archive",
         subtitle="Research papers found by litwatch, newest first.",
     )
-    return feeds.build_feed(info, items, utcnow())
+    now = utcnow()
+    return feeds.build_feed(info, items, now), feeds.last_modified(items, now)
 
 
 async def feed_all(request: Request) -> Response:
     """GET /feed.atom: recent papers on every topic."""
     st = web_state(request)
     body = await run_in_threadpool(feed_bytes, st, None, f"{st.settings.web.base_url}/feed.atom")
-    return _feed_response(body)
+    return _feed_response(request, *body)
 
 
 async def feed_topic(request: Request) -> Response:
@@ -197,11 +198,23 @@ async def feed_topic(request: Request) -> Response:
         return st.error(404, "No such feed", "There is no feed for that topic.")
     self_url = f"{st.settings.web.base_url}/feed/{topic}.atom"
     body = await run_in_threadpool(feed_bytes, st, topic, self_url)
-    return _feed_response(body)
+    return _feed_response(request, *body)
 
 
-def _feed_response(body: bytes) -> Response:
-    return Response(body, media_type=feeds.MEDIA_TYPE, headers={"Cache-Control": PUBLIC_CACHE})
+def _feed_response(request: Request, body: bytes, modified: datetime) -> Response:
+    """The feed with its validators; 304 without a body when the reader's copy is current."""
+    tag = feeds.etag(body)
+    headers = {
+        "Cache-Control": PUBLIC_CACHE,
+        "ETag": tag,
+        "Last-Modified": feeds.http_date(modified),
+    }
+    asked = request.headers
+    if feeds.not_modified(
+        asked.get("if-none-match"), asked.get("if-modified-since"), tag, modified
+    ):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=feeds.MEDIA_TYPE, headers=headers)
 
 
 def health(st: WebState) -> dict[str, str | None]:
