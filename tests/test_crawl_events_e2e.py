@@ -4,6 +4,7 @@ that points at it (off every topic: its event is stored, the notice itself is no
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -83,3 +84,26 @@ def test_a_crawl_stores_events_and_not_the_off_topic_notice(
         ("corrected", None, "J Clin Invest. 2021;131(20):e155201"),
         ("retracted", "40000001", "Retraction notice."),
     ]
+    cli = [sys.executable, "-m", "crawler.cli", "--config", str(config)]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown = json.loads(run("papers", "show", "--json", "PMID 34196305"))
+    assert shown["status"] == "retracted"
+    assert [e["type"] for e in shown["events"]] == ["corrected", "retracted"]
+    assert "Retracted" in run("papers", "show", "10.1172/JCI144201")
+    listed = run("papers", "list", "--status", "retracted")
+    assert "1 papers" in listed and "10.1172/JCI144201" in listed and "Retracted" in listed
+    assert "0 papers" in run("papers", "list", "--status", "current")
+    (exported,) = [json.loads(line) for line in run("papers", "export").splitlines()]
+    assert exported["status"] == "retracted" and len(exported["events"]) == 2
+
+
+def test_the_cli_knows_every_status() -> None:
+    from crawler.cli.papers_cmds import STATUSES
+    from crawler.events import GRAVITY
+
+    assert STATUSES == GRAVITY
