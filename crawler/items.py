@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from crawler.events import PaperEvent
+
 #: How much a record from each origin is trusted when two disagree (higher wins).
 ORIGIN_RANK = {"news": 1, "feed": 2, "pubmed": 3}
 
@@ -47,6 +49,11 @@ class Paper:
     #: Text around the sighting (a news story's headline and summary) used only to decide
     #: topics; never stored as the paper's own text.
     context: str | None = None
+    #: What the record says happened to it or to another paper (a retraction, an erratum...).
+    events: list[PaperEvent] = field(default_factory=list)
+    #: Set by the pipeline for an off-topic record that carries events: its events are
+    #: stored (a notice about a paper litwatch holds), the record itself is not.
+    events_only: bool = False
 
     @property
     def rank(self) -> int:

@@ -28,6 +28,7 @@ from crawler.settings import Settings
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
 from spiders.eutils import efetch_url, esearch_url, parse_esearch
+from spiders.pubmed_events import events_from_article
 from spiders.pubmed_xml import EFetchError, iter_efetch
 
 #: ESearch cannot page past this many records of one query.
@@ -188,7 +189,7 @@ class PubmedSpider(LitwatchSpider):
         batch: list[Paper] = []
         read = 0
         try:
-            for paper in iter_efetch(response.body, self.source.id):
+            for paper in iter_efetch(response.body, self.source.id, events_from_article):
                 batch.append(paper)
                 read += 1
                 if len(batch) == ITEM_PAPERS:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from lxml.etree import _Element as Element
 
+from crawler.events import PaperEvent
 from crawler.items import Paper
 from crawler.normalise import squash
 from crawler.xmlsafe import Readable, safe_iterparse
@@ -43,7 +44,11 @@ class EFetchError(ValueError):
 # --------------------------------------------------------------------------- EFetch
 
 
-def iter_efetch(source: bytes | Readable, source_id: str) -> Iterator[Paper]:
+def iter_efetch(
+    source: bytes | Readable,
+    source_id: str,
+    read_events: Callable[[Element], list[PaperEvent]] | None = None,
+) -> Iterator[Paper]:
     """Yield one :class:`Paper` per PubmedArticle / PubmedBookArticle in an EFetch answer.
 
     Parses incrementally: each article element is emptied as soon as it is read and unlinked
@@ -52,10 +57,14 @@ def iter_efetch(source: bytes | Readable, source_id: str) -> Iterator[Paper]:
     document (so an expired WebEnv is not mistaken for "no papers"),
     :class:`crawler.xmlsafe.UnsafeXMLError` for entity declarations and
     ``lxml.etree.XMLSyntaxError`` for a broken document (after the papers read before the break).
-    Articles without a PMID are skipped: they cannot be PubMed records.
+    Articles without a PMID are skipped: they cannot be PubMed records. ``read_events``
+    (:func:`spiders.pubmed_events.events_from_article`) fills each paper's ``events`` from
+    the same element, read once.
     """
     for element in _article_elements(source):
         paper = _read_record(element, source_id)
+        if paper is not None and read_events is not None:
+            paper.events = read_events(element)
         if paper is not None:
             yield paper
 

@@ -50,20 +50,35 @@ def papers() -> None:
     """
 
 
+#: Paper statuses, gravest first (crawler.events.GRAVITY; a test holds the two equal).
+STATUSES = ("retracted", "withdrawn", "concern", "corrected", "updated", "current")
+
+
 @papers.command("list")
 @_filters
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    help="Only papers whose gravest event is this (current: none).",
+)
 @click.option(
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Newest N papers."
 )
 @pass_app
 def papers_list(
-    app: App, since: datetime | None, topic: str | None, source_id: str | None, limit: int
+    app: App,
+    since: datetime | None,
+    topic: str | None,
+    source_id: str | None,
+    status: str | None,
+    limit: int,
 ) -> None:
-    """List stored papers, newest first.
+    """List stored papers, newest first, with what happened to them (Retracted, Corrected...).
 
     \b
-    Example:
+    Examples:
       litwatch papers list --since 2026-11-01 --source pubmed-fibromyalgia
+      litwatch papers list --status retracted
     """
     from rich.table import Table
 
@@ -71,9 +86,13 @@ def papers_list(
 
     _check_topic(app, topic)
     with app.reader() as reader:
-        rows = newest(reader, since=_since(since), topic=topic, source=source_id, limit=limit)
+        rows = newest(
+            reader, since=_since(since), topic=topic, source=source_id, status=status, limit=limit
+        )
+    from crawler.events import label_of
+
     table = Table(title=f"{len(rows)} papers", title_justify="left")
-    for col in ("first seen", "id", "doi / pmid", "title", "topics"):
+    for col in ("first seen", "id", "doi / pmid", "title", "topics", "status"):
         table.add_column(col, overflow="fold")
     for p in rows:
         table.add_row(
@@ -82,6 +101,8 @@ def papers_list(
             p.doi or (f"PMID {p.pmid}" if p.pmid else "-"),
             (p.title or "(untitled)")[:120],
             ", ".join(p.topics),
+            label_of(p.status),
+            style="red" if p.status == "retracted" else None,
         )
     app.out.print(table)
 
@@ -98,7 +119,9 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
       litwatch papers show https://doi.org/10.1172/JCI144201
     """
     from crawler.db.engine import transaction
+    from crawler.db.events import events_of
     from crawler.db.queries import find_paper, record, sightings_of, topics_of
+    from crawler.events import label_of
 
     engine = app.engine()
     with transaction(engine) as session:
@@ -109,12 +132,15 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
             paper,
             topics_of(session, [paper.id])[paper.id],
             sightings_of(session, [paper.id])[paper.id],
+            events_of(session, [paper.id])[paper.id],
         )
     if as_json:
         click.echo(json.dumps(rec, ensure_ascii=False, indent=2))
         return
     out = app.out
     out.print(f"[bold]{_esc(rec['title'] or '(untitled)')}[/bold]")
+    if rec["status"] != "current":
+        out.print(f"[bold red]{label_of(rec['status'])}[/bold red]")
     for label, key in (
         ("DOI", "doi"),
         ("PMID", "pmid"),
@@ -134,6 +160,18 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
             out.print(f"{label}: {', '.join(rec[key])}", markup=False)
     if rec["abstract"]:
         out.print("\n" + rec["abstract"], markup=False)
+    for event in rec["events"]:
+        notice = (
+            event["notice_doi"]
+            or (f"PMID {event['notice_pmid']}" if event["notice_pmid"] else None)
+            or event["notice_title"]
+            or "no notice named"
+        )
+        out.print(
+            f"{label_of(event['type'])} ({event['date'] or event['detected_at'][:10]}, "
+            f"from {event['source']}): {notice}",
+            markup=False,
+        )  # fmt: skip
     out.print(f"\nSeen {len(rec['sightings'])} time(s):")
     for s in rec["sightings"]:
         out.print(

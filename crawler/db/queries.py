@@ -11,7 +11,9 @@ from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from crawler import normalise
-from crawler.db.models import PaperRow, PaperTopic, Sighting
+from crawler.db.events import events_of
+from crawler.db.models import PaperEventRow, PaperRow, PaperTopic, Sighting
+from crawler.events import status_of
 
 EXPORT_CHUNK = 500
 
@@ -72,8 +74,14 @@ def sightings_of(session: Session, ids: Sequence[int]) -> dict[int, list[Sightin
     return out
 
 
-def record(paper: PaperRow, topics: list[str], sightings: list[Sighting]) -> dict[str, Any]:
-    """One paper in the JSONL export contract shape."""
+def record(
+    paper: PaperRow,
+    topics: list[str],
+    sightings: list[Sighting],
+    events: Sequence[PaperEventRow] = (),
+) -> dict[str, Any]:
+    """One paper in the JSONL export contract shape (``status``: its gravest standing event,
+    ``current`` without any; ``events``: what happened to it, oldest first)."""
     return {
         "doi": paper.doi_key,
         "pmid": paper.pmid,
@@ -95,6 +103,19 @@ def record(paper: PaperRow, topics: list[str], sightings: list[Sighting]) -> dic
             }
             for s in sightings
         ],
+        "status": status_of(e.type for e in events),
+        "events": [
+            {
+                "type": e.type,
+                "notice_doi": e.notice_doi,
+                "notice_pmid": e.notice_pmid,
+                "notice_title": e.notice_title,
+                "source": e.source,
+                "detected_at": e.detected_at.isoformat(),
+                "date": e.date.isoformat() if e.date else None,
+            }
+            for e in events
+        ],
     }
 
 
@@ -114,8 +135,14 @@ def iter_records(session: Session, stmt: Select[tuple[PaperRow]]) -> Iterator[di
             return
         ids = [p.id for p in chunk]
         topics, sightings = topics_of(session, ids), sightings_of(session, ids)
+        happened = events_of(session, ids)
         for paper in chunk:
-            yield record(paper, topics.get(paper.id, []), sightings.get(paper.id, []))
+            yield record(
+                paper,
+                topics.get(paper.id, []),
+                sightings.get(paper.id, []),
+                happened.get(paper.id, []),
+            )
         last_id = ids[-1]
         session.expunge_all()
 

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from crawler import normalise
+from crawler.db import events
 from crawler.db.engine import insert_ignore, transaction
 from crawler.db.identity import (
     KEYS,
@@ -54,8 +55,10 @@ class UpsertResult:
     #: Stored papers folded into another because they turned out to be the same paper.
     collapsed: int = 0
     new_sightings: int = 0
-    #: Paper id for each input item, in input order.
+    #: Paper id for each input item, in input order (``events_only`` items have none).
     paper_ids: list[int] = field(default_factory=list)
+    #: Events the batch's records reported that were new (crawler.db.events).
+    events: int = 0
 
 
 def upsert(engine: Engine, items: Sequence[Paper], *, now: datetime | None = None) -> UpsertResult:
@@ -63,11 +66,17 @@ def upsert(engine: Engine, items: Sequence[Paper], *, now: datetime | None = Non
     if not items:
         return UpsertResult()
     now = now or utcnow()
-    records = [prepare(item) for item in items]
+    papers = [item for item in items if not item.events_only]
+    records = [prepare(item) for item in papers]
+    learned = [event for item in items for event in item.events]
     with transaction(engine) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_STORE_LOCK})
-        return _upsert_locked(session, items, records, now)
+        result = _upsert_locked(session, papers, records, now) if papers else UpsertResult()
+        if learned:
+            # After the papers: an event may be about a record of this very batch.
+            result.events = events.record(session, events.resolve(session, learned), now)
+        return result
 
 
 def _load_candidates(session: Session, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -108,7 +108,10 @@ class ClassifyPipeline(_SpiderPipeline):
         report.items += 1
         if not assign_topics(paper, self.matcher, self.spider.source.topics):
             report.skipped += 1
-            return False
+            # A notice off every topic ("Retraction: ...") still tells what happened to a
+            # paper litwatch may hold: its events go on to the store, the record does not.
+            paper.events_only = bool(paper.events)
+            return paper.events_only
         return True
 
 
