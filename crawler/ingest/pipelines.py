@@ -110,8 +110,10 @@ class ClassifyPipeline(_SpiderPipeline):
             report.skipped += 1
             # A notice off every topic ("Retraction: ...") still tells what happened to a
             # paper litwatch may hold: its events go on to the store, the record does not.
-            paper.events_only = bool(paper.events)
-            return paper.events_only
+            if isinstance(paper, Paper) and paper.events:
+                paper.events_only = True
+                return True
+            return False
         return True
 
 
