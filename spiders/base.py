@@ -8,7 +8,7 @@ went; they never touch the database. The crawl runner hands them the stored poll
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, Any, ClassVar, Self
+from typing import IO, Any, ClassVar, Protocol, Self
 
 import scrapy
 from scrapy import exceptions as scrapy_exceptions
@@ -25,6 +25,11 @@ from crawler.poll import PollReport, PollState
 from crawler.settings import Settings, SourceSettings
 
 
+class ForbiddenAddress(IgnoreRequest):
+    """A request refused before it was sent: it leaves the source's configured site for a
+    loopback, private or otherwise non-public address (crawler/ingest/addresses.py)."""
+
+
 @dataclass
 class Sink:
     """Where the pipelines put items: the database, or JSON lines in a dry run.
@@ -35,6 +40,13 @@ class Sink:
 
     engine: Engine | None = None
     out: IO[str] | None = None
+
+
+class LinkClaimer(Protocol):
+    """Claims a link before it is fetched, so that one crawl process fetches it (the runner
+    passes one backed by the database; crawler/ingest/claims.py)."""
+
+    def claim(self, url: str) -> bool: ...
 
 
 class LitwatchSpider(scrapy.Spider):
@@ -50,6 +62,17 @@ class LitwatchSpider(scrapy.Spider):
     exclusive_host: ClassVar[str | None] = None
     #: Whether the spider follows links (news stories) that are fetched once across sources.
     follows_links: ClassVar[bool] = False
+    #: The Scrapy setting holding this kind's largest answer (its crawler's DOWNLOAD_MAXSIZE,
+    #: robots.txt included); None keeps the process-wide limit.
+    size_limit_setting: ClassVar[str | None] = None
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        """Scrapy hook, per crawler: apply this kind's answer size limit."""
+        super().update_settings(settings)
+        if cls.size_limit_setting and settings.get(cls.size_limit_setting):
+            limit = settings.getint(cls.size_limit_setting)
+            settings.set("DOWNLOAD_MAXSIZE", limit, priority="spider")
 
     @classmethod
     def process_settings(cls, config: Settings) -> dict[str, Any]:
@@ -65,12 +88,15 @@ class LitwatchSpider(scrapy.Spider):
         sink: Sink | None = None,
         *,
         after_another: bool = False,
+        link_claims: LinkClaimer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=source.id, **kwargs)
         #: Another crawl of this spider's exclusive host has just ended in this process: its
         #: last request may have left a moment ago, and Scrapy paces one crawler only.
         self.after_another = after_another
+        #: None (a dry run): links are claimed in ``state.followed`` only, within the process.
+        self.link_claims = link_claims
         self.sink = sink or Sink()
         self.source = source
         self.config = config
@@ -104,6 +130,11 @@ class LitwatchSpider(scrapy.Spider):
         """Record a failure of this source (the crawl goes on with the other sources)."""
         self.report.failures.append(message)
         self.logger.error("source=%s error=%r", self.source.id, message)
+
+    def configured_urls(self) -> list[str]:
+        """The URLs the operator configured for this source: requests may stay on their
+        origins whatever their address; anything else must be public (SSRF guard)."""
+        return [self.source.url] if self.source.url else []
 
     def conditional_headers(self) -> dict[str, str]:
         """If-None-Match / If-Modified-Since from the last successful poll."""

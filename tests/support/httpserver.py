@@ -496,3 +496,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- Another loopback address (appended for issue 12 A2) -----------------------------------
+
+
+class _BoundServer(_Server):
+    """A ``_Server`` bound to another address than 127.0.0.1."""
+
+    def __init__(self, fixture: LocalHTTPServer, port: int, host: str) -> None:
+        self.fixture = fixture
+        ThreadingHTTPServer.__init__(self, (host, port), _RequestHandler)
+
+
+class InternalHTTPServer(LocalHTTPServer):
+    """A :class:`LocalHTTPServer` on another loopback address: 127.0.0.2 stands for an
+    internal host that a crawl must never reach through a feed's links or redirects."""
+
+    def __init__(self, host: str = "127.0.0.2", port: int = 0, root: Path | None = None) -> None:
+        super().__init__(port, root)
+        self._httpd.server_close()  # bound to 127.0.0.1 by the base class: bind again
+        self._httpd = _BoundServer(self, port, host)
+        self.host = host
+        self.port = self._httpd.server_address[1]
