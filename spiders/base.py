@@ -159,7 +159,15 @@ class LitwatchSpider(scrapy.Spider):
 
     def on_error(self, failure: Failure) -> None:
         """Errback: turn a download failure into one clear line."""
-        self.fail(describe_failure(failure))
+        self.fail(describe_failure(failure, self.size_limit(failure)))
+
+    def size_limit(self, failure: Failure) -> int | None:
+        """The answer size limit of the request that failed (its meta, else its crawler's)."""
+        request = getattr(failure, "request", None)
+        if request is not None and "download_maxsize" in request.meta:
+            return int(request.meta["download_maxsize"])
+        settings = getattr(getattr(self, "crawler", None), "settings", None)
+        return settings.getint("DOWNLOAD_MAXSIZE") if settings is not None else None
 
 
 def _known(*classes: type[Exception] | None) -> tuple[type[Exception], ...]:
@@ -175,6 +183,9 @@ _TIMEOUTS = _known(
 _DNS_ERRORS = _known(
     getattr(scrapy_exceptions, "CannotResolveHostError", None), net_error.DNSLookupError
 )
+#: Scrapy cancels a download that grows past its size limit (DOWNLOAD_MAXSIZE, or the
+#: request's ``download_maxsize``); nothing else cancels one in our settings.
+TOO_LARGE = _known(getattr(scrapy_exceptions, "DownloadCancelledError", None))
 _REFUSED = _known(
     getattr(scrapy_exceptions, "DownloadConnectionRefusedError", None),
     net_error.ConnectionRefusedError,
@@ -186,7 +197,7 @@ def _exception_line(failure: Failure) -> str:
     return f"{name}: {failure.getErrorMessage()}"
 
 
-def describe_failure(failure: Failure) -> str:
+def describe_failure(failure: Failure, size_limit: int | None = None) -> str:
     """One line saying why a request failed, naming its URL (for the table and the database)."""
     request = getattr(failure, "request", None)
     url = request.url if request is not None else "?"
@@ -200,6 +211,9 @@ def describe_failure(failure: Failure) -> str:
         return f"timed out fetching {url}"
     if failure.check(*_DNS_ERRORS):
         return f"cannot resolve host of {url}"
+    if TOO_LARGE and failure.check(*TOO_LARGE):
+        limit = f" ({size_limit / 1024 / 1024:g} MB)" if size_limit else ""
+        return f"answer from {url} is larger than the size limit{limit}; not read"
     if failure.check(*_REFUSED):
         return f"connection refused by {url}"
     if failure.check(IgnoreRequest):

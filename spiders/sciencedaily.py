@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from crawler.items import Paper
 from crawler.topics import TopicMatcher
 from crawler.xmlsafe import UnsafeXMLError
-from spiders.base import ForbiddenAddress, LitwatchSpider
+from spiders.base import TOO_LARGE, ForbiddenAddress, LitwatchSpider, describe_failure
 from spiders.sciencedaily_parse import (
     NewsFeedError,
     NewsItem,
@@ -112,12 +112,16 @@ class ScienceDailySpider(LitwatchSpider):
         return chosen, True
 
     def on_story_error(self, failure: Failure) -> None:
-        """Errback of a story: a refused link is a warning and is not tried again."""
-        if not failure.check(ForbiddenAddress):
+        """Errback of a story: a refused link, or a page over the size limit, is a warning
+        and is recorded as followed (no paper): trying it again would end the same way."""
+        story = failure.request.cb_kwargs["story"]  # type: ignore[attr-defined]
+        if failure.check(ForbiddenAddress):
+            self.report.warnings.append(f"{story.url}: {failure.getErrorMessage()}")
+        elif TOO_LARGE and failure.check(*TOO_LARGE):
+            self.report.warnings.append(describe_failure(failure, self.size_limit(failure)))
+        else:
             self.on_error(failure)
             return
-        story = failure.request.cb_kwargs["story"]  # type: ignore[attr-defined]
-        self.report.warnings.append(f"{story.url}: {failure.getErrorMessage()}")
         self.report.followed.append((story.url, 0))
 
     def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper]:

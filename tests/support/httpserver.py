@@ -519,3 +519,48 @@ class InternalHTTPServer(LocalHTTPServer):
         self._httpd = _BoundServer(self, port, host)
         self.host = host
         self.port = self._httpd.server_address[1]
+
+
+# --- Endless answers (appended for issue 12 A5) ---------------------------------------------
+
+#: Header (never sent) marking a :class:`Response` whose body repeats until the client leaves.
+ENDLESS = "X-Litwatch-Endless"
+
+
+def endless_response(
+    content_type: str = "text/html", chunk: bytes = b"<p>" + b"x" * 65533
+) -> Response:
+    """An answer that never ends: ``chunk`` again and again, no length, until the client
+    hangs up (a hostile or broken server; the client's size limit must stop it)."""
+    return Response(200, chunk, {ENDLESS: "1"}, content_type)
+
+
+class _EndlessHandler(_RequestHandler):
+    def _write(self, response: Response, body: bytes) -> None:
+        if ENDLESS not in response.headers:
+            super()._write(response, body)
+            return
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type or TEXT)
+        self.send_header("Connection", "close")  # the body ends only when the connection does
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client hung up: the answer's end
+            while not self.server.fixture._stopping.is_set():
+                self.wfile.write(response.body)
+
+
+class _EndlessServer(_Server):
+    def __init__(self, fixture: LocalHTTPServer, port: int) -> None:
+        self.fixture = fixture
+        ThreadingHTTPServer.__init__(self, (HOST, port), _EndlessHandler)
+
+
+class EndlessHTTPServer(LocalHTTPServer):
+    """A :class:`LocalHTTPServer` that can also stream :func:`endless_response` answers."""
+
+    def __init__(self, port: int = 0, root: Path | None = None) -> None:
+        super().__init__(port, root)
+        self._httpd.server_close()  # bound with the plain handler by the base class
+        self._httpd = _EndlessServer(self, port)
+        self.port = self._httpd.server_address[1]
