@@ -192,6 +192,10 @@ _REFUSED = _known(
 )
 
 
+#: How a failure to resolve a host name begins (the crawl command recognises it).
+CANNOT_RESOLVE = "cannot resolve host of"
+
+
 def _exception_line(failure: Failure) -> str:
     name = failure.type.__name__ if failure.type else "error"
     return f"{name}: {failure.getErrorMessage()}"
@@ -210,7 +214,7 @@ def describe_failure(failure: Failure, size_limit: int | None = None) -> str:
     if failure.check(*_TIMEOUTS):
         return f"timed out fetching {url}"
     if failure.check(*_DNS_ERRORS):
-        return f"cannot resolve host of {url}"
+        return f"{CANNOT_RESOLVE} {url}"
     if TOO_LARGE and failure.check(*TOO_LARGE):
         limit = f" ({size_limit / 1024 / 1024:g} MB)" if size_limit else ""
         return f"answer from {url} is larger than the size limit{limit}; not read"

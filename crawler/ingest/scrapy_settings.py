@@ -59,7 +59,7 @@ def scrapy_settings(config: Settings, kinds: Iterable[type[LitwatchSpider]] = ()
         "LITWATCH_FEED_MAXSIZE": crawl.max_feed_bytes,
         # SSRF guard (crawler/ingest/addresses.py): hosts of configured URLs may resolve to
         # any address; any other host only to public ones, checked on the address connected.
-        "DNS_RESOLVER": "crawler.ingest.addresses.PublicOnlyResolver",
+        "TWISTED_DNS_RESOLVER": "crawler.ingest.addresses.PublicOnlyResolver",
         CONFIGURED_HOSTS: configured_hosts(configured),
         "RETRY_TIMES": crawl.retries,
         "LITWATCH_BACKOFF_BASE": crawl.backoff_base,
