@@ -16,7 +16,14 @@ import pytest
 from sqlalchemy import Engine, select
 
 from crawler.db.models import FollowedLink, PaperRow
-from crawler.ingest.addresses import PublicOnlyResolver, host_refusal, literal, origin, refusal
+from crawler.ingest.addresses import (
+    PublicOnlyResolver,
+    host_refusal,
+    literal,
+    origin,
+    refusal,
+    resolve,
+)
 from tests.support.httpserver import InternalHTTPServer, LocalHTTPServer
 from tests.test_crawl_e2e import (
     FIXTURES,
@@ -127,12 +134,16 @@ REFUSED = [
 
 @pytest.mark.parametrize("host", REFUSED)
 def test_non_public_hosts_are_refused_whatever_the_spelling(host: str) -> None:
-    assert asyncio.run(host_refusal(host.strip("[]") if host.startswith("[") else host, 80))
+    name = host.strip("[]")
+    address = literal(name)
+    addresses = [address] if address else asyncio.run(resolve(name, 80))
+    assert addresses and host_refusal(name, addresses)
 
 
 @pytest.mark.parametrize("host", ["8.8.8.8", "[2001:4860:4860::8888]", "93.184.215.14"])
 def test_public_literals_are_allowed(host: str) -> None:
-    assert asyncio.run(host_refusal(host.strip("[]"), 443)) is None
+    address = literal(host)
+    assert address is not None and host_refusal(host, [address]) is None
 
 
 def test_origins_compare_scheme_host_and_default_port() -> None:

@@ -22,6 +22,11 @@ to 127.0.0.1 a moment later (DNS rebinding) is refused there. Its limit: a host 
 IP literal is not resolved at all, so the middleware's check of the literal is the only one
 (and the right one: a literal cannot change). Hosts of configured URLs, and of the
 ``http_proxy``/``https_proxy`` the environment names, may resolve to anything.
+
+Limits, honestly: behind a proxy the proxy resolves the target again, so only the
+middleware's lookup checks it (a rebinding name could then reach what the proxy reaches);
+and a configured host is trusted for the whole crawl process, so a name configured for one
+source is checked for another source by the middleware only.
 """
 
 from __future__ import annotations
@@ -92,17 +97,12 @@ async def resolve(host: str, port: int) -> list[Address]:
     return [a for a in found if a is not None]
 
 
-async def host_refusal(host: str, port: int) -> str | None:
-    """Why ``host`` may not be fetched (None: it resolves to public addresses only)."""
-    address = literal(host)
-    if address is not None:
-        return refusal(address)
-    try:
-        addresses = await resolve(host, port)
-    except OSError:
-        return None  # unresolvable: the download fails with Scrapy's own DNS error
+def host_refusal(host: str, addresses: list[Address]) -> str | None:
+    """Why ``host``, with these addresses, may not be fetched (None: all are public)."""
     reasons = [r for r in map(refusal, addresses) if r]
-    return f"{host} resolves to {reasons[0]}" if reasons else None
+    if not reasons:
+        return None
+    return reasons[0] if literal(host) is not None else f"{host} resolves to {reasons[0]}"
 
 
 def _proxy_hosts() -> set[str]:
@@ -157,14 +157,9 @@ class PublicAddressMiddleware:
             raise ForbiddenAddress(f"refused: scheme {scheme!r} is not http(s)")
         address = literal(host)
         addresses = [address] if address is not None else await self._addresses(host, port)
-        if configured:
-            return
-        reasons = [r for r in map(refusal, addresses) if r]
-        if reasons:
-            spelt = "" if address is not None else f"{host} resolves to "
-            raise ForbiddenAddress(
-                f"refused: {spelt}{reasons[0]} (outside the source's configured site)"
-            )
+        why = None if configured else host_refusal(host, addresses)
+        if why:
+            raise ForbiddenAddress(f"refused: {why} (outside the source's configured site)")
 
     async def _addresses(self, host: str, port: int) -> list[Address]:
         """The addresses of ``host`` (looked up once per crawler); DNSLookupError if none."""
