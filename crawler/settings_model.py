@@ -109,6 +109,18 @@ class CrawlSettings(_Section):
     #: First wait before retrying a 429/5xx without Retry-After (doubles each attempt).
     backoff_base: float = Field(1.0, ge=0)
     max_story_follows: int = Field(60, ge=0)
+    #: Largest feed (and robots.txt) answer read, in MB; a larger one fails its source.
+    max_feed_mb: float = Field(8, gt=0, le=1024)
+    #: Largest news story page read, in MB; a larger one is skipped.
+    max_story_mb: float = Field(2, gt=0, le=1024)
+
+    @property
+    def max_feed_bytes(self) -> int:
+        return int(self.max_feed_mb * 1024 * 1024)
+
+    @property
+    def max_story_bytes(self) -> int:
+        return int(self.max_story_mb * 1024 * 1024)
 
     @property
     def full_user_agent(self) -> str:

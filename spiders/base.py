@@ -8,7 +8,7 @@ went; they never touch the database. The crawl runner hands them the stored poll
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, Any, ClassVar, Self
+from typing import IO, Any, ClassVar, Protocol, Self
 
 import scrapy
 from scrapy import exceptions as scrapy_exceptions
@@ -25,6 +25,11 @@ from crawler.poll import PollReport, PollState
 from crawler.settings import Settings, SourceSettings
 
 
+class ForbiddenAddress(IgnoreRequest):
+    """A request refused before it was sent: it leaves the source's configured site for a
+    loopback, private or otherwise non-public address (crawler/ingest/addresses.py)."""
+
+
 @dataclass
 class Sink:
     """Where the pipelines put items: the database, or JSON lines in a dry run.
@@ -35,6 +40,13 @@ class Sink:
 
     engine: Engine | None = None
     out: IO[str] | None = None
+
+
+class LinkClaimer(Protocol):
+    """Claims a link before it is fetched, so that one crawl process fetches it (the runner
+    passes one backed by the database; crawler/ingest/claims.py)."""
+
+    def claim(self, url: str) -> bool: ...
 
 
 class LitwatchSpider(scrapy.Spider):
@@ -50,6 +62,17 @@ class LitwatchSpider(scrapy.Spider):
     exclusive_host: ClassVar[str | None] = None
     #: Whether the spider follows links (news stories) that are fetched once across sources.
     follows_links: ClassVar[bool] = False
+    #: The Scrapy setting holding this kind's largest answer (its crawler's DOWNLOAD_MAXSIZE,
+    #: robots.txt included); None keeps the process-wide limit.
+    size_limit_setting: ClassVar[str | None] = None
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        """Scrapy hook, per crawler: apply this kind's answer size limit."""
+        super().update_settings(settings)
+        if cls.size_limit_setting and settings.get(cls.size_limit_setting):
+            limit = settings.getint(cls.size_limit_setting)
+            settings.set("DOWNLOAD_MAXSIZE", limit, priority="spider")
 
     @classmethod
     def process_settings(cls, config: Settings) -> dict[str, Any]:
@@ -65,12 +88,15 @@ class LitwatchSpider(scrapy.Spider):
         sink: Sink | None = None,
         *,
         after_another: bool = False,
+        link_claims: LinkClaimer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=source.id, **kwargs)
         #: Another crawl of this spider's exclusive host has just ended in this process: its
         #: last request may have left a moment ago, and Scrapy paces one crawler only.
         self.after_another = after_another
+        #: None (a dry run): links are claimed in ``state.followed`` only, within the process.
+        self.link_claims = link_claims
         self.sink = sink or Sink()
         self.source = source
         self.config = config
@@ -105,6 +131,11 @@ class LitwatchSpider(scrapy.Spider):
         self.report.failures.append(message)
         self.logger.error("source=%s error=%r", self.source.id, message)
 
+    def configured_urls(self) -> list[str]:
+        """The URLs the operator configured for this source: requests may stay on their
+        origins whatever their address; anything else must be public (SSRF guard)."""
+        return [self.source.url] if self.source.url else []
+
     def conditional_headers(self) -> dict[str, str]:
         """If-None-Match / If-Modified-Since from the last successful poll."""
         headers = {}
@@ -128,7 +159,15 @@ class LitwatchSpider(scrapy.Spider):
 
     def on_error(self, failure: Failure) -> None:
         """Errback: turn a download failure into one clear line."""
-        self.fail(describe_failure(failure))
+        self.fail(describe_failure(failure, self.size_limit(failure)))
+
+    def size_limit(self, failure: Failure) -> int | None:
+        """The answer size limit of the request that failed (its meta, else its crawler's)."""
+        request = getattr(failure, "request", None)
+        if request is not None and "download_maxsize" in request.meta:
+            return int(request.meta["download_maxsize"])
+        settings = getattr(getattr(self, "crawler", None), "settings", None)
+        return settings.getint("DOWNLOAD_MAXSIZE") if settings is not None else None
 
 
 def _known(*classes: type[Exception] | None) -> tuple[type[Exception], ...]:
@@ -144,10 +183,17 @@ _TIMEOUTS = _known(
 _DNS_ERRORS = _known(
     getattr(scrapy_exceptions, "CannotResolveHostError", None), net_error.DNSLookupError
 )
+#: Scrapy cancels a download that grows past its size limit (DOWNLOAD_MAXSIZE, or the
+#: request's ``download_maxsize``); nothing else cancels one in our settings.
+TOO_LARGE = _known(getattr(scrapy_exceptions, "DownloadCancelledError", None))
 _REFUSED = _known(
     getattr(scrapy_exceptions, "DownloadConnectionRefusedError", None),
     net_error.ConnectionRefusedError,
 )
+
+
+#: How a failure to resolve a host name begins (the crawl command recognises it).
+CANNOT_RESOLVE = "cannot resolve host of"
 
 
 def _exception_line(failure: Failure) -> str:
@@ -155,7 +201,7 @@ def _exception_line(failure: Failure) -> str:
     return f"{name}: {failure.getErrorMessage()}"
 
 
-def describe_failure(failure: Failure) -> str:
+def describe_failure(failure: Failure, size_limit: int | None = None) -> str:
     """One line saying why a request failed, naming its URL (for the table and the database)."""
     request = getattr(failure, "request", None)
     url = request.url if request is not None else "?"
@@ -168,7 +214,10 @@ def describe_failure(failure: Failure) -> str:
     if failure.check(*_TIMEOUTS):
         return f"timed out fetching {url}"
     if failure.check(*_DNS_ERRORS):
-        return f"cannot resolve host of {url}"
+        return f"{CANNOT_RESOLVE} {url}"
+    if TOO_LARGE and failure.check(*TOO_LARGE):
+        limit = f" ({size_limit / 1024 / 1024:g} MB)" if size_limit else ""
+        return f"answer from {url} is larger than the size limit{limit}; not read"
     if failure.check(*_REFUSED):
         return f"connection refused by {url}"
     if failure.check(IgnoreRequest):

@@ -21,6 +21,7 @@ from spiders.feed_parse import FeedError, parse_feed
 
 class FeedSpider(LitwatchSpider):
     name = kind = "feed"
+    size_limit_setting = "LITWATCH_FEED_MAXSIZE"
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         assert self.source.url

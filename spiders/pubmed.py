@@ -106,6 +106,10 @@ class PubmedSpider(LitwatchSpider):
             start = (self.state.cursor - self.config.pubmed.overlap).date()
         return min(start, end), end
 
+    def configured_urls(self) -> list[str]:
+        """E-utilities' configured base URL: every request of this spider goes there."""
+        return [self.base_url]
+
     def _common(self) -> dict[str, Any]:
         return {
             "tool": self.config.pubmed.tool,

@@ -3,8 +3,11 @@
 Quirks: feed items link to the story on sciencedaily.com, never to the paper; the paper is
 named in the story's ``div#journal_references`` (parsing in spiders/sciencedaily_parse.py).
 A story is followed once, ever, by whichever feed lists it first: the runner passes the
-stories already followed (a set shared by the crawl's spiders) and records the new ones after
-their items were stored.
+stories already followed (a set shared by the crawl's spiders) and a claimer that claims each
+story in the database before it is fetched (so two crawl processes do not both fetch it), and
+records the new ones after their items were stored. A story link that leaves the feed's site
+for a non-public address is refused before any request (crawler/ingest/addresses.py) and
+recorded as followed, without a paper, so it is not tried again.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from typing import Any
 
 import scrapy
 from scrapy.http import Response
+from twisted.python.failure import Failure
 
 from crawler.items import NewsStory, Paper, names_no_paper
 from crawler.topics import TopicMatcher
 from crawler.xmlsafe import UnsafeXMLError
-from spiders.base import LitwatchSpider
+from spiders.base import TOO_LARGE, ForbiddenAddress, LitwatchSpider, describe_failure
 from spiders.sciencedaily_parse import (
     NewsFeedError,
     NewsItem,
@@ -32,6 +36,7 @@ from spiders.sciencedaily_parse import (
 class ScienceDailySpider(LitwatchSpider):
     name = kind = "sciencedaily"
     follows_links = True
+    size_limit_setting = "LITWATCH_FEED_MAXSIZE"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,8 +80,11 @@ class ScienceDailySpider(LitwatchSpider):
             yield scrapy.Request(
                 story.url,
                 callback=self.parse_story_page,
-                errback=self.on_error,
+                errback=self.on_story_error,
                 cb_kwargs={"story": story},
+                # A story page is rarely over a few hundred KB; an endless one must not
+                # fill memory (Scrapy keeps the whole body). Redirects inherit the limit.
+                meta={"download_maxsize": self.config.crawl.max_story_bytes},
             )
 
     def choose(self, stories: list[NewsItem]) -> tuple[list[NewsItem], bool]:
@@ -98,9 +106,24 @@ class ScienceDailySpider(LitwatchSpider):
                     "story follow limit reached; the rest wait for the next poll"
                 )
                 return chosen, False
+            claimed = self.link_claims is None or self.link_claims.claim(story.url)
             self.state.followed.add(story.url)
-            chosen.append(story)
+            if claimed:  # else another crawl process fetches it, or has recorded it
+                chosen.append(story)
         return chosen, True
+
+    def on_story_error(self, failure: Failure) -> None:
+        """Errback of a story: a refused link, or a page over the size limit, is a warning
+        and is recorded as followed (no paper): trying it again would end the same way."""
+        story = failure.request.cb_kwargs["story"]  # type: ignore[attr-defined]
+        if failure.check(ForbiddenAddress):
+            self.report.warnings.append(f"{story.url}: {failure.getErrorMessage()}")
+        elif TOO_LARGE and failure.check(*TOO_LARGE):
+            self.report.warnings.append(describe_failure(failure, self.size_limit(failure)))
+        else:
+            self.on_error(failure)
+            return
+        self.report.followed.append((story.url, 0))
 
     def parse_story_page(self, response: Response, story: NewsItem) -> Iterator[Paper | NewsStory]:
         try:

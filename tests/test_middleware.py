@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 from scrapy import Request, Spider
-from scrapy.exceptions import DownloadTimeoutError
+from scrapy.exceptions import CannotResolveHostError, DownloadTimeoutError
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
+from twisted.internet.error import DNSLookupError
 
 from crawler.ingest.middleware import BackoffRetryMiddleware, retry_after_seconds, retry_exceptions
 
@@ -141,3 +142,14 @@ def test_max_retry_times_in_meta_overrides_the_setting() -> None:
     request = Request(URL, meta={"max_retry_times": 0})
     result = asyncio.run(middleware().process_exception(request, DownloadTimeoutError("x")))
     assert result is None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [CannotResolveHostError("no such host"), DNSLookupError("journal.invalid")],
+    ids=["scrapy", "twisted"],
+)
+def test_a_name_that_does_not_resolve_is_not_retried(error: Exception) -> None:
+    # Offline, every retry of a DNS failure fails the same way (issue 12 B8).
+    request = Request("https://journal.invalid/feed.xml")
+    assert asyncio.run(middleware().process_exception(request, error)) is None

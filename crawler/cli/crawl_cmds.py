@@ -148,17 +148,33 @@ def crawl(
         results = run_crawl(app.settings, engine, sources, out=out, trigger=trigger, progress=hook)
     console = app.err if out is sys.stdout else app.out
     console.print(result_table(results))
+    # soft_wrap: one line per message, never a URL broken over two lines (issue 12 B8).
     for r in results:
         if r.error:
-            console.print(
-                f"{r.source_id}: {r.error}",
-                style="red" if r.status == "failed" else None,
-                markup=False,
-            )
+            style = "red" if r.status == "failed" else None
+            console.print(f"{r.source_id}: {r.error}", style=style, markup=False, soft_wrap=True)
         for w in r.warnings[:5]:
-            console.print(f"{r.source_id}: warning: {w}", markup=False)
+            console.print(f"{r.source_id}: warning: {w}", markup=False, soft_wrap=True)
+    shared = common_failure(results)
+    if shared:
+        console.print(shared, style="red", markup=False, soft_wrap=True)
     if any(r.status == "failed" for r in results):
         sys.exit(EXIT_FAILURE)
+
+
+def common_failure(results: list[SourceResult]) -> str | None:
+    """One sentence when every source failed for the same reason a machine can have as a
+    whole (no DNS at all: offline), instead of leaving the operator to spot it in N lines."""
+    from spiders.base import CANNOT_RESOLVE
+
+    if len(results) < 2 or any(r.status != "failed" for r in results):
+        return None
+    if all(CANNOT_RESOLVE in (r.error or "") for r in results):
+        return (
+            f"every source failed: no host name could be resolved ({len(results)} sources). "
+            "Is this machine offline, or its DNS down?"
+        )
+    return None
 
 
 COMMANDS = [crawl]

@@ -1,9 +1,10 @@
-"""What a crawl must hold before it runs: one lock per source, and one per exclusive host.
+"""What a crawl must hold: one lock per source, one per exclusive host, a claim per story.
 
 A source is crawled by one process at a time. A host whose rate limit is per client rather
 than per source (NCBI's E-utilities: a spider kind names it in ``exclusive_host``) is used by
 one crawl at a time; a crawl that cannot get it within the crawl timeout reports those sources
-busy instead of running them in parallel with another crawl.
+busy instead of running them in parallel with another crawl. A story link is fetched by one
+crawl process (:class:`LinkClaims`), whichever of the feeds listing it runs first.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
+from crawler.db import polls
 from crawler.locks import NamedLock, crawl_lock, host_lock
 from crawler.poll import SourceResult
 from crawler.settings import SourceSettings
@@ -99,3 +101,36 @@ def _lock_engine(engine: Engine) -> Engine:
     if engine.dialect.name != "postgresql":
         return engine  # SQLite locks are files: no connection held
     return create_engine(engine.url, poolclass=NullPool)
+
+
+class LinkClaims:
+    """Claims on story links for one source, shared across crawl processes.
+
+    A claim is a ``followed_links`` row written before the story is fetched
+    (:func:`crawler.db.polls.claim_link`); the one crawl whose insert lands fetches it. A
+    claim whose source's crawl lock is free belongs to a crawl that died: it is taken over,
+    so a killed process never blocks a story for good (and the source's next run gives back
+    whatever it left). Probing that lock takes it for an instant: a crawl of that source
+    starting in that instant reports itself busy, as it would beside any other crawl.
+    """
+
+    def __init__(self, engine: Engine, lock_engine: Engine, source_id: str) -> None:
+        self.engine = engine
+        self.lock_engine = lock_engine
+        self.source_id = source_id
+
+    def claim(self, url: str) -> bool:
+        """Whether this source may fetch the story at ``url`` (now claimed for it)."""
+        claimed, holder = polls.claim_link(self.engine, url, self.source_id)
+        if claimed or holder is None or holder == self.source_id:
+            return claimed
+        probe = NamedLock(self.lock_engine, crawl_lock(holder))
+        if not probe.acquire():
+            return False  # the holder's crawl is alive and will record it
+        try:
+            taken = polls.take_over_link(self.engine, url, holder, self.source_id)
+        finally:
+            probe.release()
+        if taken:
+            log.info("event=crawl.claim_taken_over url=%s from=%s", url, holder)
+        return taken

@@ -1,4 +1,5 @@
-"""Downloader middleware: retries with exponential backoff that honour ``Retry-After``.
+"""Downloader middleware: retries with exponential backoff that honour ``Retry-After``
+(and none for a host name that does not resolve).
 
 Scrapy's own RetryMiddleware retries at once and ignores ``Retry-After`` (RFC 9110 10.2.3),
 which is exactly what a rate-limited API asks us not to do. This one waits before each retry:
@@ -16,13 +17,22 @@ from email.utils import parsedate_to_datetime
 from typing import Self
 
 from scrapy import Request
+from scrapy import exceptions as scrapy_exceptions
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.http import Response
 from scrapy.utils.misc import load_object
 from scrapy.utils.response import response_status_message
+from twisted.internet.error import DNSLookupError
 
 log = logging.getLogger("litwatch.retry")
+
+#: A host name that did not resolve (Scrapy's own error and Twisted's, by version).
+DNS_ERRORS: tuple[type[Exception], ...] = tuple(
+    cls
+    for cls in (getattr(scrapy_exceptions, "CannotResolveHostError", None), DNSLookupError)
+    if cls is not None
+)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 522, 524, 408})
 
@@ -93,6 +103,10 @@ class BackoffRetryMiddleware:
     async def process_exception(self, request: Request, exception: Exception) -> Request | None:
         """Retry a network failure (timeout, refused or dropped connection) after a backoff."""
         if request.meta.get("dont_retry") or not isinstance(exception, self.exceptions):
+            return None
+        if isinstance(exception, DNS_ERRORS):
+            # A name that does not resolve now will not in a second either (offline, or a
+            # typo): the source fails at once, and its next poll asks again (issue 12 B8).
             return None
         retry = self._retry_request(request, exception)
         if retry is not None:

@@ -10,10 +10,16 @@ Every crawl (from the CLI or spawned by the daemon) goes through :func:`run_craw
 4. only then is the new poll state saved (ETag, Last-Modified, PubMed cursor, followed
    stories) and the run closed. A crash before step 4 leaves the old state, so the next
    run fetches the same things again and the store merges them: nothing lost, nothing doubled.
+
+Each source's bookkeeping fails alone: a source whose close cannot be written (a value the
+database refuses, a full disk) is reported failed and its run closed as failed by a smaller
+write; the other sources are closed as usual. What even that cannot close is closed by the
+source's next run (``interrupted``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -28,7 +34,7 @@ from typing import IO, Any
 from sqlalchemy import Engine
 
 from crawler.db import polls
-from crawler.ingest.claims import Claims
+from crawler.ingest.claims import Claims, LinkClaims
 from crawler.ingest.scrapy_settings import SPIDER_MODULES, scrapy_settings
 from crawler.poll import PollState, SourceResult
 from crawler.settings import Settings, SourceSettings
@@ -103,6 +109,7 @@ def run_crawl(
         return _Crawl(config, None, out).run(dry, progress)
     results: list[SourceResult] = []
     claims = Claims(engine)
+    crawl = _Crawl(config, engine, out)
     runnable: list[Runnable] = []
     # Until Scrapy installs its own handlers, SIGTERM ends the crawl through ``finally`` (so
     # the runs opened below are closed as interrupted) instead of killing it outright.
@@ -118,13 +125,15 @@ def run_crawl(
             state = polls.load_state(source.id, source.kind, engine, followed)
             run_id = polls.open_run(engine, source.id, source.kind, trigger)
             runnable.append((source, state, run_id))
-        results.extend(_Crawl(config, engine, out).run(runnable, progress))
+            if spider_class(source.kind).follows_links:
+                crawl.link_claims[source.id] = LinkClaims(engine, claims.engine, source.id)
+        results.extend(crawl.run(runnable, progress))
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
         done = {r.source_id for r in results}
         left = [run for source, _s, run in runnable if source.id not in done and run is not None]
-        polls.close_interrupted(engine, left)
+        _guarded("close interrupted runs", polls.close_interrupted, engine, left)
         claims.release()
     order = {s.id: i for i, s in enumerate(sources)}
     return sorted(results, key=lambda r: order.get(r.source_id, 0))
@@ -141,6 +150,8 @@ class _Crawl:
         self.started: dict[str, float] = {}
         self.finished: dict[str, float] = {}
         self.process: Any = None
+        #: Story-link claimers of the sources that follow links, by source id.
+        self.link_claims: dict[str, LinkClaims] = {}
 
     def run(self, runnable: list[Runnable], progress: ProgressHook | None) -> list[SourceResult]:
         if not runnable:
@@ -193,8 +204,21 @@ class _Crawl:
             stats = crawler.stats.get_stats()
             result = _result(spider, stats, self.reasons.get(source.id), seconds)
         if self.engine is not None and run_id is not None:
-            polls.close_run(self.engine, run_id, spider.report if spider else None, result)
+            result = self._close(run_id, spider.report if spider else None, result)
         return result
+
+    def _close(self, run_id: int, report: Any, result: SourceResult) -> SourceResult:
+        """Close one source's run; a failure costs that source only (see the module doc)."""
+        assert self.engine is not None
+        try:
+            polls.close_run(self.engine, run_id, report, result)
+            return result
+        except Exception as exc:
+            why = f"recording the poll failed: {type(exc).__name__}: {_first_line(exc)}"
+        log.error("event=crawl.bookkeeping_failed source=%s error=%r", result.source_id, why)
+        _guarded("close the run as failed", polls.fail_run, self.engine, run_id, why)
+        error = "; ".join(filter(None, [result.error, why]))
+        return dataclasses.replace(result, status="failed", errors=result.errors + 1, error=error)
 
     def _start(
         self, crawler: Any, source: SourceSettings, state: PollState, **spider_kwargs: Any
@@ -214,6 +238,7 @@ class _Crawl:
             config=self.config,
             state=state,
             sink=self.sink,
+            link_claims=self.link_claims.get(source.id),
             **spider_kwargs,
         )
 
@@ -231,6 +256,18 @@ class _Crawl:
         (crawler, source, state), rest = chain[0], chain[1:]
         deferred = self._start(crawler, source, state, after_another=after_another)
         deferred.addBoth(lambda _: self._chain(rest, True))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def _guarded(what: str, action: Callable[..., Any], *args: Any) -> None:
+    """Run one bookkeeping step whose failure must not stop the ones after it."""
+    try:
+        action(*args)
+    except Exception as exc:
+        log.error("event=crawl.bookkeeping_failed step=%r error=%r", what, _first_line(exc))
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from crawler.ingest.addresses import CONFIGURED_HOSTS, configured_hosts
 from crawler.settings import Settings
 from spiders.base import LitwatchSpider
 
@@ -39,6 +40,8 @@ def scrapy_settings(config: Settings, kinds: Iterable[type[LitwatchSpider]] = ()
     from scrapy.settings import default_settings
 
     crawl = config.crawl
+    configured = [config.pubmed.base_url]
+    configured += [u for s in config.sources for u in (s.url, s.base_url) if u]
     settings: dict[str, Any] = {
         "BOT_NAME": "litwatch",
         "SPIDER_MODULES": SPIDER_MODULES,
@@ -50,12 +53,21 @@ def scrapy_settings(config: Settings, kinds: Iterable[type[LitwatchSpider]] = ()
         "DOWNLOAD_DELAY": crawl.download_delay,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 2,
         "DOWNLOAD_TIMEOUT": crawl.timeout.total_seconds(),
+        # E-utilities answers (an EFetch page of up to 10,000 records); feed and story
+        # spiders read far less (LitwatchSpider.size_limit_setting, story requests' meta).
         "DOWNLOAD_MAXSIZE": 64 * 1024 * 1024,
+        "LITWATCH_FEED_MAXSIZE": crawl.max_feed_bytes,
+        # SSRF guard (crawler/ingest/addresses.py): hosts of configured URLs may resolve to
+        # any address; any other host only to public ones, checked on the address connected.
+        "TWISTED_DNS_RESOLVER": "crawler.ingest.addresses.PublicOnlyResolver",
+        CONFIGURED_HOSTS: configured_hosts(configured),
         "RETRY_TIMES": crawl.retries,
         "LITWATCH_BACKOFF_BASE": crawl.backoff_base,
         "DOWNLOADER_MIDDLEWARES": {
             "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
             "crawler.ingest.middleware.BackoffRetryMiddleware": 550,
+            # Before robots.txt (100): a refused host is not even asked for its robots.txt.
+            "crawler.ingest.addresses.PublicAddressMiddleware": 60,
         },
         # Components litwatch never uses, left out of Scrapy's defaults rather than disabled:
         # Scrapy imports every listed component, a disabled one too, and these import a lot.

@@ -496,3 +496,71 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- Another loopback address (appended for issue 12 A2) -----------------------------------
+
+
+class _BoundServer(_Server):
+    """A ``_Server`` bound to another address than 127.0.0.1."""
+
+    def __init__(self, fixture: LocalHTTPServer, port: int, host: str) -> None:
+        self.fixture = fixture
+        ThreadingHTTPServer.__init__(self, (host, port), _RequestHandler)
+
+
+class InternalHTTPServer(LocalHTTPServer):
+    """A :class:`LocalHTTPServer` on another loopback address: 127.0.0.2 stands for an
+    internal host that a crawl must never reach through a feed's links or redirects."""
+
+    def __init__(self, host: str = "127.0.0.2", port: int = 0, root: Path | None = None) -> None:
+        super().__init__(port, root)
+        self._httpd.server_close()  # bound to 127.0.0.1 by the base class: bind again
+        self._httpd = _BoundServer(self, port, host)
+        self.host = host
+        self.port = self._httpd.server_address[1]
+
+
+# --- Endless answers (appended for issue 12 A5) ---------------------------------------------
+
+#: Header (never sent) marking a :class:`Response` whose body repeats until the client leaves.
+ENDLESS = "X-Litwatch-Endless"
+
+
+def endless_response(
+    content_type: str = "text/html", chunk: bytes = b"<p>" + b"x" * 65533
+) -> Response:
+    """An answer that never ends: ``chunk`` again and again, no length, until the client
+    hangs up (a hostile or broken server; the client's size limit must stop it)."""
+    return Response(200, chunk, {ENDLESS: "1"}, content_type)
+
+
+class _EndlessHandler(_RequestHandler):
+    def _write(self, response: Response, body: bytes) -> None:
+        if ENDLESS not in response.headers:
+            super()._write(response, body)
+            return
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type or TEXT)
+        self.send_header("Connection", "close")  # the body ends only when the connection does
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client hung up: the answer's end
+            while not self.server.fixture._stopping.is_set():
+                self.wfile.write(response.body)
+
+
+class _EndlessServer(_Server):
+    def __init__(self, fixture: LocalHTTPServer, port: int) -> None:
+        self.fixture = fixture
+        ThreadingHTTPServer.__init__(self, (HOST, port), _EndlessHandler)
+
+
+class EndlessHTTPServer(LocalHTTPServer):
+    """A :class:`LocalHTTPServer` that can also stream :func:`endless_response` answers."""
+
+    def __init__(self, port: int = 0, root: Path | None = None) -> None:
+        super().__init__(port, root)
+        self._httpd.server_close()  # bound with the plain handler by the base class
+        self._httpd = _EndlessServer(self, port)
+        self.port = self._httpd.server_address[1]
