@@ -18,6 +18,7 @@ from datetime import date
 from crawler.settings import Settings
 from digests.model import Digest, DigestLinks, Entry, NewsEntry, build_news, build_sections
 from digests.render import Rendered, render
+from digests.updates import Update
 
 # Placeholders: plain ASCII letters and digits, so escaping, inlining and wrapping leave them
 # intact, and unlikely in any real text.
@@ -56,6 +57,7 @@ class Composer:
         fmt: str,
         personal: Personal,
         news: Sequence[NewsEntry] = (),
+        updates: Sequence[Update] = (),
     ) -> Digest:
         """The Digest for one subscriber (used directly by previews and the web archive).
 
@@ -77,6 +79,7 @@ class Composer:
             ),
             format="text" if fmt == "text" else "html",
             news=build_news(entries, news, topics),
+            updates=tuple(updates),
         )
 
     def compose(
@@ -87,10 +90,12 @@ class Composer:
         fmt: str,
         personal: Personal,
         news: Sequence[NewsEntry] = (),
+        updates: Sequence[Update] = (),
     ) -> Rendered:
         key = (
             tuple(e.paper_id for e in entries),
             tuple(n.url for n in news),
+            tuple(u.event_id for u in updates),
             tuple(topics),
             period,
             fmt,
@@ -99,7 +104,7 @@ class Composer:
         template = self._cache.get(key)
         if template is None:
             placeholder = Personal(_NAME if personal.name else None, _EMAIL, _UNSUB, _PREFS)
-            template = render(self.digest(entries, topics, period, fmt, placeholder, news))
+            template = render(self.digest(entries, topics, period, fmt, placeholder, news, updates))
             self.renders += 1
             self._cache[key] = template
             if len(self._cache) > _CACHE_SIZE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from crawler.normalise import clean_doi, pmcid, pmid, squash
@@ -173,6 +173,9 @@ class Digest:
     format: Literal["html", "text"] = "html"
     #: Press coverage naming no paper, in its own short "In the news" section.
     news: tuple[NewsEntry, ...] = ()
+    #: What happened to papers this subscriber was sent before (digests.updates.Update):
+    #: the "Updates on papers you were sent" section, first.
+    updates: tuple[Any, ...] = ()
 
     @property
     def paper_count(self) -> int:
@@ -182,7 +185,7 @@ class Digest:
     @property
     def is_empty(self) -> bool:
         """True when there is nothing to list (an operator may still send a short note)."""
-        return self.paper_count == 0 and not self.news
+        return self.paper_count == 0 and not self.news and not self.updates
 
 
 def doi_url(doi: str | None) -> str | None:

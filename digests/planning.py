@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TextualSelect
 
 from crawler.db.engine import transaction
-from crawler.db.models import Delivery, DeliveryNews, DeliveryPaper, Subscriber
+from crawler.db.models import Delivery, DeliveryEvent, DeliveryNews, DeliveryPaper, Subscriber
 from crawler.settings import Settings
 from digests import selection as sel
+from digests import updates
 from digests.mail import message_id
 from digests.model import Entry
 
@@ -243,7 +244,8 @@ class PagePlan:
                 ids = self.papers[sid]
                 if list(sub.topics or ()) != self.topics[sid]:  # changed since the page read
                     ids = sel.select_paper_ids(session, sub, cutoff, lookback)
-                if not ids and not news[sid] and not self.settings.digest.send_empty:
+                told = updates.event_ids_for(session, sub, cutoff)  # issue 13
+                if not ids and not news[sid] and not told and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")
                     continue
                 outcomes[sid] = _insert_delivery(
@@ -255,6 +257,7 @@ class PagePlan:
                     ids,
                     self.now,
                     news[sid],
+                    told,
                 )
         return outcomes
 
@@ -262,6 +265,7 @@ class PagePlan:
 _DELIVERIES = cast(Table, Delivery.__table__)
 _INSERT_PAPERS = insert(cast(Table, DeliveryPaper.__table__))
 _INSERT_NEWS = insert(cast(Table, DeliveryNews.__table__))
+_INSERT_EVENTS = insert(cast(Table, DeliveryEvent.__table__))
 
 
 def _insert_delivery_statement() -> TextualSelect:
@@ -292,6 +296,7 @@ def _insert_delivery(
     ids: Sequence[int],
     now: datetime,
     news: Sequence[int] = (),
+    events: Sequence[int] = (),
 ) -> tuple[Planned | None, str]:
     """Insert a pending delivery and its papers (one executemany); (it, "due")."""
     delivery = Delivery(
@@ -315,7 +320,10 @@ def _insert_delivery(
         conn.execute(_INSERT_PAPERS, [{"delivery_id": new_id, "paper_id": pid} for pid in ids])
     if news:  # what it tells is recorded with it: each story is told once per subscriber
         conn.execute(_INSERT_NEWS, [{"delivery_id": new_id, "news_id": nid} for nid in news])
-    return Planned(delivery, sub, tuple(ids), tuple(news)), "due"
+    if events:  # likewise each update: told once per subscriber, fixed when planned
+        rows = [{"delivery_id": new_id, "event_id": eid} for eid in events]
+        conn.execute(_INSERT_EVENTS, rows)
+    return Planned(delivery, sub, tuple(ids), tuple(news), tuple(events)), "due"
 
 
 _INSERTED = (
@@ -339,6 +347,7 @@ class Planned:
     sub: Subscriber  # as read in the planning transaction
     ids: tuple[int, ...]  # its papers, in id order
     news: tuple[int, ...] = ()  # the news stories it tells (news_items ids), in id order
+    events: tuple[int, ...] = ()  # the paper events it tells (paper_events ids)
 
 
 def load(engine: Engine, entries: Entries, delivery_id: int) -> Planned:
@@ -362,5 +371,12 @@ def load(engine: Engine, entries: Entries, delivery_id: int) -> Planned:
                 .order_by(DeliveryNews.news_id)
             )
         )
+        events = tuple(
+            session.scalars(
+                select(DeliveryEvent.event_id)
+                .where(DeliveryEvent.delivery_id == delivery_id)
+                .order_by(DeliveryEvent.event_id)
+            )
+        )
         entries.get(session, ids)  # loaded here, in the same snapshot, when not cached
-    return Planned(delivery, sub, ids, news)
+    return Planned(delivery, sub, ids, news, events)

@@ -13,6 +13,7 @@ from crawler.db.models import Subscriber, utcnow
 from crawler.settings import Settings
 from digests import selection as sel
 from digests import subscribers as subs
+from digests import updates
 from digests.compose import Personal, make_composer
 from digests.render import render
 from digests.tokens import Links, Signer, signer_for
@@ -54,11 +55,13 @@ def preview(
         entries = sel.entries_for(session, ids)
         told = sel.news_for(session, [sub], {sub.id: cutoff}, settings.digest.first_lookback)
         news = sel.news_entries(session, told[sub.id])
+        told_events = updates.updates_for(
+            session, sub.id, updates.event_ids_for(session, sub, cutoff)
+        )
         topics, fmt = list(sub.topics), sub.format
     period = sel.period_of(cutoff, tz)
-    rendered = render(
-        composer.digest(entries, topics, period, "html" if not as_text else fmt, personal, news)
-    )
+    shown = "html" if not as_text else fmt
+    rendered = render(composer.digest(entries, topics, period, shown, personal, news, told_events))
     is_html = not as_text and rendered.html is not None
     body = rendered.html if is_html and rendered.html is not None else rendered.text
     return Preview(body, rendered.subject, len(ids), is_html)

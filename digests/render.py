@@ -62,8 +62,10 @@ def render(digest: Digest) -> Rendered:
 
 def subject(digest: Digest) -> str:
     """The subject line, built only from a count and a date (never from network text)."""
-    n, k = digest.paper_count, len(digest.news)
-    parts = [f"{n} new paper{'' if n == 1 else 's'}"] if n else []
+    n, k, u = digest.paper_count, len(digest.news), len(digest.updates)
+    parts = [f"{u} update{'' if u == 1 else 's'} on papers you were sent"] if u else []
+    if n:
+        parts.append(f"{n} new paper{'' if n == 1 else 's'}")
     if k:
         parts.append(f"{k} news stor{'y' if k == 1 else 'ies'}")
     what = ", ".join(parts) or "nothing new"

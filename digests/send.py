@@ -31,6 +31,7 @@ from digests.mail import DigestMail, MailConfigError, check_sender
 from digests.planning import Entries, PagePlan, Planned, load, pages
 from digests.selection import news_entries
 from digests.tokens import Links, signer_for
+from digests.updates import updates_for
 
 log = logging.getLogger("litwatch.digest")
 
@@ -88,13 +89,14 @@ class _Run:
         if papers is None:
             with transaction(self.engine) as session:
                 papers = self.entries.get(session, planned.ids)
-        news = []
-        if planned.news:  # issue 12, B1: stories naming no paper, told once
+        news, told = [], []
+        if planned.news or planned.events:  # stories naming no paper; updates (issue 13)
             with transaction(self.engine) as session:
-                news = news_entries(session, planned.news)
+                news = news_entries(session, planned.news) if planned.news else []
+                told = updates_for(session, sub.id, planned.events)
         personal = self.links.personal(sub)
         rendered = self.composer.compose(
-            papers, sub.topics, delivery.period, sub.format, personal, news
+            papers, sub.topics, delivery.period, sub.format, personal, news, told
         )
         mail = DigestMail(
             rendered,

@@ -1,0 +1,97 @@
+"""Fake E-utilities EFetch (POSTed PMIDs) and Crossref works answers for the lifecycle watch.
+
+The paper is the JCI passive-transfer study (PMID 34196305, DOI 10.1172/JCI144201), here
+retracted by an invented notice (PMID 40000001) and corrected by an invented Crossref notice
+(10.5555/correction.1); a second notice names a paper litwatch does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from tests.support.httpserver import LocalHTTPServer, Request, Response
+
+ARTICLE = (
+    '<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM">'
+    '<PMID Version="1">{pmid}</PMID><Article PubModel="Print">'
+    "<Journal><Title>J Test</Title><JournalIssue><PubDate><Year>2021</Year></PubDate>"
+    "</JournalIssue></Journal><ArticleTitle>{title}</ArticleTitle>"
+    "<PublicationTypeList>{types}</PublicationTypeList></Article>"
+    "<CommentsCorrectionsList>{links}</CommentsCorrectionsList></MedlineCitation>"
+    '<PubmedData><ArticleIdList><ArticleId IdType="pubmed">{pmid}</ArticleId>'
+    "{doi}</ArticleIdList></PubmedData></PubmedArticle>"
+)
+RETRACTED = ARTICLE.format(
+    pmid="34196305",
+    title="Passive transfer of fibromyalgia symptoms from patients to mice.",
+    types='<PublicationType UI="D016441">Retracted Publication</PublicationType>',
+    links='<CommentsCorrections RefType="RetractionIn"><RefSource>J Test. 2026;5:1</RefSource>'
+    '<PMID Version="1">40000001</PMID></CommentsCorrections>',
+    doi='<ArticleId IdType="doi">10.1172/JCI144201</ArticleId>',
+)
+PLAIN = ARTICLE.format(
+    pmid="30000002", title="A second paper.", types="", links="", doi=""
+)  # fmt: skip
+NOTICES = {
+    "status": "ok",
+    "message-type": "work-list",
+    "message-version": "1.0.0",
+    "message": {
+        "total-results": 2,
+        "items-per-page": 1000,
+        "next-cursor": "cursor-2",
+        "items": [
+            {
+                "DOI": "10.5555/correction.1",
+                "type": "journal-article",
+                "title": ["Correction: Passive transfer of fibromyalgia symptoms"],
+                "update-to": [
+                    {"DOI": "10.1172/JCI144201", "type": "correction", "label": "Correction",
+                     "updated": {"date-parts": [[2026, 11, 20]]}},
+                ],
+            },
+            {
+                "DOI": "10.5555/retraction.9",
+                "type": "journal-article",
+                "title": ["Retraction: a paper litwatch never saw"],
+                "update-to": [
+                    {"DOI": "10.5555/unknown.paper", "type": "retraction", "label": "Retraction",
+                     "updated": {"date-parts": [[2026, 11, 21]]}},
+                ],
+            },
+        ],
+    },
+}  # fmt: skip
+EMPTY_PAGE = {
+    "status": "ok",
+    "message-type": "work-list",
+    "message": {"total-results": 2, "next-cursor": "cursor-3", "items": []},
+}
+
+
+class FakeApis:
+    """EFetch by POSTed id list, and Crossref's cursor-paged works query."""
+
+    def __init__(self, server: LocalHTTPServer) -> None:
+        self.fetched: list[list[str]] = []
+        self.cursors: list[str] = []
+        server.add_handler("/eutils/efetch.fcgi", self.efetch)
+        server.add_handler("/crossref/works", self.works)
+
+    def efetch(self, request: Request) -> Response:
+        assert request.method == "POST"
+        ids = parse_qs(request.body.decode())["id"][0].split(",")
+        self.fetched.append(ids)
+        records = {"34196305": RETRACTED, "30000002": PLAIN}
+        body = "<PubmedArticleSet>" + "".join(records[i] for i in ids) + "</PubmedArticleSet>"
+        return Response(body=body.encode(), content_type="text/xml; charset=UTF-8")
+
+    def works(self, request: Request) -> Response:
+        cursor = request.arg("cursor") or ""
+        self.cursors.append(cursor)
+        page = NOTICES if cursor == "*" else EMPTY_PAGE
+        headers = {"X-Rate-Limit-Limit": "50", "X-Rate-Limit-Interval": "1s"}
+        return Response(
+            body=json.dumps(page).encode(), content_type="application/json", headers=headers
+        )
