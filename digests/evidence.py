@@ -162,6 +162,22 @@ def _prune(keys: set[str]) -> set[str]:
     return keys
 
 
+#: The publication type that says what a paper's status says (crawler.events), for papers
+#: whose own record has not caught up with what litwatch learned about them.
+_STATUS_TYPES: dict[str, str] = {
+    "retracted": "Retracted Publication",
+    "withdrawn": "Retracted Publication",
+    "concern": "Expression of Concern",
+    "corrected": "Published Erratum",
+}
+
+
+def status_types(status: str) -> tuple[str, ...]:
+    """The publication types that stand for ``status`` (none for current or updated)."""
+    found = _STATUS_TYPES.get(status)
+    return (found,) if found else ()
+
+
 def badges(
     publication_types: Iterable[str],
     title: str | None = None,

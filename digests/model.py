@@ -95,6 +95,9 @@ class Entry:
     #: Set for a stored "paper" that is press coverage naming no paper (rows from before
     #: issue 12): it is shown in the news, never among the papers.
     story: NewsEntry | None = None
+    #: What happened to it since (crawler.events: ``retracted``, ``concern``, ...), shown as
+    #: a warning badge however its record reads.
+    status: str = "current"
 
     @property
     def pubmed_url(self) -> str | None:
@@ -122,12 +125,14 @@ class Entry:
     @property
     def badges(self) -> tuple[Badge, ...]:
         """Evidence and warning badges (see :func:`digests.evidence.badges`)."""
-        return evidence.badges(self.publication_types, self.title, self.doi, self._kinds)
+        types = (*self.publication_types, *evidence.status_types(self.status))
+        return evidence.badges(types, self.title, self.doi, self._kinds)
 
     @property
     def strength(self) -> int:
         """Ordering weight within a section (see :func:`digests.evidence.strength`)."""
-        return evidence.strength(self.publication_types, self.title, self.doi, self._kinds)
+        types = (*self.publication_types, *evidence.status_types(self.status))
+        return evidence.strength(types, self.title, self.doi, self._kinds)
 
     @property
     def excerpt(self) -> str | None:

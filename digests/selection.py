@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from crawler.db.events import statuses
 from crawler.db.models import (
     Delivery,
     DeliveryNews,
@@ -156,12 +157,14 @@ def entries_for(session: Session, paper_ids: Sequence[int]) -> list[Entry]:
                 press[s.paper_id].append(
                     PressLink(s.title or "News story", s.url, _outlet(s.source_id))
                 )
+        status = statuses(session, ids)
         for paper in session.scalars(
             select(PaperRow).where(PaperRow.id.in_(ids)).order_by(PaperRow.id)
         ):
             entry = _entry(
                 paper, topics[paper.id], press[paper.id], kinds[paper.id], seen_at.get(paper.id)
             )
+            entry = replace(entry, status=status.get(paper.id, "current"))
             if press_only(paper, kinds[paper.id]):
                 entry = replace(entry, story=_legacy_story(entry, press[paper.id]))
             out.append(entry)

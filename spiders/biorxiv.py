@@ -46,6 +46,10 @@ class BiorxivSpider(LitwatchSpider):
         self.now = now or datetime.now(UTC)
         self.base_url = self.source.base_url or DEFAULT_BASE_URL
 
+    def configured_urls(self) -> list[str]:
+        """The API's configured base URL: every request of this spider goes there."""
+        return [self.base_url]
+
     def _page(self, since: date, until: date, cursor: int) -> scrapy.Request:
         server = self.source.server or "biorxiv"
         return scrapy.Request(

@@ -55,6 +55,10 @@ class EuropePMCSpider(LitwatchSpider):
         self.now = now or datetime.now(UTC)
         self.base_url = self.source.base_url or DEFAULT_BASE_URL
 
+    def configured_urls(self) -> list[str]:
+        """The API's configured base URL: every request of this spider goes there."""
+        return [self.base_url]
+
     def _page(self, since: date, until: date, cursor: str) -> scrapy.Request:
         url = search_url(self.base_url, self.source.query or "", since, until, cursor, PAGE_SIZE)
         return scrapy.Request(

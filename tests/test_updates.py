@@ -78,3 +78,22 @@ def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
         # An event detected after the cutoff waits for the next digest.
         bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org"))
         assert bob is not None and event_ids_for(session, bob, NOW - timedelta(days=2)) == []
+
+
+def test_a_retracted_paper_is_marked_wherever_entries_are_shown(engine: Engine) -> None:
+    from digests.selection import entries_for
+
+    upsert(engine, [Paper(source_id="s", origin="pubmed", pmid="34196305",
+                          title="Passive transfer of fibromyalgia symptoms")])  # fmt: skip
+    with transaction(engine) as session:
+        pid = session.scalar(select(PaperRow.id))
+        assert pid is not None
+        (before,) = entries_for(session, [pid])
+        assert before.status == "current" and "Retracted" not in [b.label for b in before.badges]
+        record(session, resolve(session, [PaperEvent(
+            type="retracted", source="crossref", target_pmid="34196305",
+        )]), NOW)  # fmt: skip
+    with transaction(engine) as session:
+        (after,) = entries_for(session, [pid])
+    assert after.status == "retracted"
+    assert after.badges[0].label == "Retracted" and after.badges[0].tone == "warning"
