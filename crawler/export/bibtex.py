@@ -15,6 +15,7 @@ from crawler.export.fields import (
     _text,
     is_preprint,
     landing_url,
+    status_note,
 )
 from crawler.export.formats import Record
 
@@ -85,8 +86,10 @@ def _bibtex_fields(record: Record, preprint: bool) -> Iterator[tuple[str, str]]:
         if date[1] != "":
             yield "month", _MONTHS[int(date[1]) - 1]  # a macro: bare, not braced
     yield from _bibtex_identifiers(record)
-    if preprint:
-        yield "note", "{Preprint}"
+    notes = ["Preprint"] if preprint else []
+    notes += [_latex(note)] if (note := status_note(record)) else []
+    if notes:
+        yield "note", "{" + "; ".join(notes) + "}"
     abstract = _latex(record.get("abstract"))
     if abstract:
         yield "abstract", "{" + abstract + "}"

@@ -85,3 +85,28 @@ def _flat(text: str) -> str:
 def _sighting_urls(record: Record) -> list[str]:
     urls = (s.get("url") for s in record.get("sightings") or [] if isinstance(s, Mapping))
     return list(dict.fromkeys(url for url in urls if isinstance(url, str) and url))
+
+
+_STATUS_LABELS = {
+    "retracted": "Retracted",
+    "withdrawn": "Withdrawn",
+    "concern": "Expression of concern",
+    "corrected": "Corrected",
+    "updated": "Updated",
+}
+
+
+def status_note(record: Record) -> str | None:
+    """ "Status: Retracted (notice 10.x/y)" for a paper something happened to, else None: a
+    note field reference managers show (Zotero shows RIS N1 and BibTeX note)."""
+    label = _STATUS_LABELS.get(_text(record.get("status")))
+    if label is None:
+        return None
+    status = record.get("status")
+    notices = [
+        _text(e.get("notice_doi") or (e.get("notice_pmid") and f"PMID {e['notice_pmid']}"))
+        for e in record.get("events") or []
+        if isinstance(e, Mapping) and e.get("type") == status
+    ]
+    shown = [n for n in notices if n]
+    return f"Status: {label}" + (f" (notice {shown[0]})" if shown else "")

@@ -13,6 +13,7 @@ from crawler.export.fields import (
     _text,
     is_preprint,
     landing_url,
+    status_note,
 )
 from crawler.export.formats import Record
 
@@ -67,6 +68,7 @@ def _ris_fields(record: Record) -> Iterator[tuple[str, str]]:
         yield "AN", _flat(pmid)
         yield "DB", "PubMed"
     yield from _tagged("UR", [landing_url(record)])
+    yield from _tagged("N1", [status_note(record)])
 
 
 def _tagged(tag: str, values: Iterable[object]) -> Iterator[tuple[str, str]]:
