@@ -885,3 +885,18 @@ def test_web_command_reports_a_busy_port(tmp_path: Path, db_url: str) -> None:
             app.engine(schema=False).dispose()
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def test_preferences_opt_out_of_updates_on_papers_sent(client: TestClient, engine: Engine) -> None:
+    sub = add_subscriber(engine, "updates@example.org")
+    url = f"/preferences/{signed(engine, PREFERENCES, sub.token)}"
+    tree = doc(client.get(url))
+    assert tree.xpath("//input[@name='updates'][@checked]/@value") == ["yes"]
+    token = tree.xpath("//input[@name='csrf_token']/@value")[0]
+    form = {"csrf_token": token, "action": "save", "topics": ["autoimmunity"], "format": "html",
+            "timezone": "UTC"}  # fmt: skip
+    assert client.post(url, data=form).status_code == 200  # the box left unticked
+    assert reload(engine, "updates@example.org").updates is False
+    assert not doc(client.get(url)).xpath("//input[@name='updates'][@checked]")
+    assert client.post(url, data=form | {"updates": "yes"}).status_code == 200
+    assert reload(engine, "updates@example.org").updates is True

@@ -167,7 +167,10 @@ async def preferences_post(request: Request) -> Response:
         tz = subscribers.check_timezone(form_text(form, "timezone") or "UTC")
     except subscribers.SubscriberError as exc:
         return _preferences_page(st, request, token, sub, status=400, error=str(exc))
-    saved = await run_in_threadpool(records.update_preferences, st.engine, secret, topics, fmt, tz)
+    updates = form_text(form, "updates") == "yes"
+    saved = await run_in_threadpool(
+        records.update_preferences, st.engine, secret, topics, fmt, tz, updates
+    )
     if saved is None:
         return unknown_link(st)
     return _preferences_page(st, request, token, saved, notice="Your preferences were saved.")

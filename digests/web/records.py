@@ -110,7 +110,12 @@ def unsubscribe(engine: Engine, secret: str, now: datetime | None = None) -> Sub
 
 
 def update_preferences(
-    engine: Engine, secret: str, topics: Sequence[str], fmt: str, timezone: str
+    engine: Engine,
+    secret: str,
+    topics: Sequence[str],
+    fmt: str,
+    timezone: str,
+    updates: bool = True,
 ) -> Subscriber | None:
     """Save already validated preferences; None when the subscriber is gone.
 
@@ -120,4 +125,5 @@ def update_preferences(
         sub = session.scalar(select(Subscriber).where(Subscriber.token == secret))
         if sub is not None and sub.status != "unsubscribed":
             sub.topics, sub.format, sub.timezone = list(topics), fmt, timezone
+            sub.updates = updates
         return sub
