@@ -63,6 +63,32 @@ NOTICES = {
         ],
     },
 }  # fmt: skip
+UNTOLD = ARTICLE.format(
+    pmid="34196305",
+    title="Passive transfer of fibromyalgia symptoms from patients to mice.",
+    types="",
+    links="",
+    doi='<ArticleId IdType="doi">10.1172/JCI144201</ArticleId>',
+)
+CROSSREF_RETRACTION = {
+    "status": "ok",
+    "message-type": "work-list",
+    "message": {
+        "total-results": 1,
+        "next-cursor": "cursor-2",
+        "items": [
+            {
+                "DOI": "10.5555/retraction.jci",
+                "type": "journal-article",
+                "title": ["Retraction: Passive transfer of fibromyalgia symptoms"],
+                "update-to": [
+                    {"DOI": "10.1172/JCI144201", "type": "retraction", "label": "Retraction",
+                     "source": "retraction-watch", "updated": {"date-parts": [[2026, 11, 25]]}},
+                ],
+            },
+        ],
+    },
+}  # fmt: skip
 EMPTY_PAGE = {
     "status": "ok",
     "message-type": "work-list",
@@ -73,7 +99,10 @@ EMPTY_PAGE = {
 class FakeApis:
     """EFetch by POSTed id list, and Crossref's cursor-paged works query."""
 
-    def __init__(self, server: LocalHTTPServer) -> None:
+    def __init__(self, server: LocalHTTPServer, *, crossref_only: bool = False) -> None:
+        """``crossref_only``: PubMed's records say nothing happened; Crossref knows of the
+        retraction (a notice whose ``update-to`` names the paper)."""
+        self.crossref_only = crossref_only
         self.fetched: list[list[str]] = []
         self.cursors: list[str] = []
         server.add_handler("/eutils/efetch.fcgi", self.efetch)
@@ -83,14 +112,18 @@ class FakeApis:
         assert request.method == "POST"
         ids = parse_qs(request.body.decode())["id"][0].split(",")
         self.fetched.append(ids)
-        records = {"34196305": RETRACTED, "30000002": PLAIN}
+        records = {"34196305": UNTOLD if self.crossref_only else RETRACTED, "30000002": PLAIN}
         body = "<PubmedArticleSet>" + "".join(records[i] for i in ids) + "</PubmedArticleSet>"
         return Response(body=body.encode(), content_type="text/xml; charset=UTF-8")
 
     def works(self, request: Request) -> Response:
         cursor = request.arg("cursor") or ""
         self.cursors.append(cursor)
-        page = NOTICES if cursor == "*" else EMPTY_PAGE
+        page = (
+            (CROSSREF_RETRACTION if self.crossref_only else NOTICES)
+            if cursor == "*"
+            else EMPTY_PAGE
+        )
         headers = {"X-Rate-Limit-Limit": "50", "X-Rate-Limit-Interval": "1s"}
         return Response(
             body=json.dumps(page).encode(), content_type="application/json", headers=headers
