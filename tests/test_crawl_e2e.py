@@ -10,7 +10,6 @@ advisory locks). A few in-process tests of the runner's bookkeeping close the fi
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -23,18 +22,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from urllib.request import urlopen
 
 import lxml.etree
 import pytest
-from scrapy.exceptions import DropItem
-from scrapy.settings import Settings as ScrapySettings
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from crawler.db.engine import make_engine, transaction
+from crawler.db.engine import make_engine
 from crawler.db.models import (
     CrawlRun,
     FollowedLink,
@@ -43,18 +38,8 @@ from crawler.db.models import (
     Sighting,
     SourceState,
 )
-from crawler.db.polls import load_followed, record_followed
-from crawler.ingest.pipelines import ClassifyPipeline, StorePipeline
-from crawler.ingest.runner import _result
-from crawler.items import Paper, PaperBatch
 from crawler.normalise import clean_doi, doi_key
-from crawler.poll import PollState
-from crawler.settings import SourceSettings, load_settings
-from spiders.base import Sink
-from spiders.eutils import efetch_url, esearch_url, parse_esearch
-from spiders.feed import FeedSpider
 from spiders.feed_parse import FeedError, parse_feed
-from spiders.pubmed_xml import iter_efetch
 from tests.support import REPO_ROOT
 from tests.support.config import write_toml
 from tests.support.corpus import CORPUS
@@ -1026,23 +1011,6 @@ def test_a_crawl_killed_mid_run_leaves_a_consistent_database_and_a_rerun_complet
     assert source_state(engine, "fast").etag == '"fast"'
 
 
-# --- The runner's bookkeeping, in process -----------------------------------------------------
-
-
-def test_a_story_recorded_meanwhile_by_another_crawl_is_left_alone(engine: Engine) -> None:
-
-    story = "https://www.sciencedaily.com/releases/2021/07/210701120626.htm"
-    earlier = datetime(2024, 3, 1, tzinfo=UTC)
-    with transaction(engine) as session:
-        record_followed(session, "sd-immune", [(story, 1)], earlier)
-    with transaction(engine) as session:  # the other crawl: no primary-key collision
-        record_followed(session, "sd-pain", [(story, 1), (story + "?x", 0)], utc_now())
-    assert load_followed(engine) == {story, story + "?x"}
-    with engine.connect() as conn:
-        kept = conn.execute(select(FollowedLink).where(FollowedLink.url == story)).one()
-    assert kept.source_id == "sd-immune"
-
-
 @pytest.mark.slow
 def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
     config = write_config(
@@ -1053,68 +1021,6 @@ def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
     proc = litwatch_crawl(config, "no-such-source")
     assert_clean_exit(proc, 2)
     assert "unknown source 'no-such-source'" in proc.stderr and "jprn" in proc.stderr
-
-
-def _spider_with(failures: list[str]) -> Any:
-
-    source = SourceSettings(id="jprn", kind="feed", url="https://pain.example.org/rss.xml")
-    spider = FeedSpider(source=source, config=load_settings(None, environ={}), state=PollState())
-    spider.report.failures.extend(failures)
-    spider.report.items, spider.report.new = 3, 2
-    return spider
-
-
-def test_run_result_of_a_clean_poll() -> None:
-
-    result = _result(_spider_with([]), {"downloader/request_count": 2}, "finished", 1.5)
-    assert (result.status, result.requests, result.items, result.new) == ("ok", 2, 3, 2)
-    assert result.error is None and result.errors == 0
-
-
-def test_run_result_of_an_interrupted_or_silent_poll_is_a_failure() -> None:
-
-    stopped = _result(
-        _spider_with(["HTTP 404 from x"]), {"downloader/request_count": 1}, "shutdown", 1.0
-    )
-    assert stopped.status == "failed" and stopped.errors == 2
-    assert stopped.error == "HTTP 404 from x; crawl stopped early (shutdown)"
-    silent = _result(_spider_with([]), {}, "finished", 0.1)
-    assert silent.status == "failed" and "no request was made" in (silent.error or "")
-
-
-def test_fake_eutils_serves_distinct_synthetic_records_by_history_page(
-    http_server: LocalHTTPServer,
-) -> None:
-    first, last = date(2024, 3, 4), date(2024, 3, 8)
-    eutils = FakeEutils(SyntheticRecords.spread(1003, first, last))
-    base = eutils.install(http_server)
-    common: dict[str, Any] = {"tool": "t", "email": "e@example.org", "api_key": None}
-
-    def get(url: str) -> bytes:
-        with urlopen(url, timeout=10) as answer:
-            return bytes(answer.read())
-
-    found = parse_esearch(
-        get(esearch_url(base, term="q", mindate=first, maxdate=last, retmax=0, **common))
-    )
-    assert found.count == 1003 and found.webenv and found.query_key == "1"
-    one_day = parse_esearch(
-        get(esearch_url(base, term="q", mindate=last, maxdate=last, retmax=5, **common))
-    )
-    assert one_day.count == 200 and len(one_day.ids) == 5  # 1003 = 5 x 200 + 3 on the first days
-    pmids: list[str] = []
-    for start in range(0, 1003, 400):
-        page = get(
-            efetch_url(
-                base, webenv=found.webenv, query_key="1", retstart=start, retmax=400, **common
-            )
-        )
-        pmids += [p.pmid or "" for p in iter_efetch(page, "bench")]
-    assert len(pmids) == len(set(pmids)) == 1003
-    expired = get(
-        efetch_url(base, webenv="MCID_gone", query_key="1", retstart=0, retmax=5, **common)
-    )
-    assert b"<ERROR>" in expired
 
 
 @pytest.mark.slow
@@ -1151,64 +1057,3 @@ def test_one_crawl_of_pubmed_and_feed_sources_together(
     assert {sid: row["status"] for sid, row in rows.items()} == dict.fromkeys(rows, "ok")
     assert rows["jprn"]["new"] == "3"
     assert paper_keys(db_engines(sqlite_url), "jprn") == JOURNAL_DOIS
-
-
-# --- The pipelines, in process -----------------------------------------------------------------
-
-
-def _pipelines(engine: Engine | None, store_batch: int) -> tuple[Any, Any, FeedSpider]:
-    """Both pipelines as Scrapy would build them, for a feed source without topics."""
-    source = SourceSettings(id="jprn", kind="feed", url="https://pain.example.org/rss.xml")
-    config = load_settings(None, environ={})
-    spider = FeedSpider(source=source, config=config, state=PollState(), sink=Sink(engine))
-    settings = ScrapySettings({"LITWATCH_STORE_BATCH": store_batch})
-    crawler: Any = SimpleNamespace(spider=spider, settings=settings)
-    classify, store = ClassifyPipeline.from_crawler(crawler), StorePipeline.from_crawler(crawler)
-    classify.open_spider()
-    store.open_spider()
-    return classify, store, spider
-
-
-def _paper(serial: int, title: str) -> Paper:
-    return Paper(source_id="jprn", origin="feed", doi=f"10.5555/pipe.{serial}", title=title)
-
-
-def test_a_batch_item_keeps_its_topical_papers_and_is_stored_in_store_batches(
-    engine: Engine,
-) -> None:
-    classify, store, spider = _pipelines(engine, store_batch=2)
-    titles = [
-        "Fibromyalgia and sleep quality in adults",
-        "Plate tectonics of the western Pacific",
-        "Autoantibodies against satellite glia cells in pain",
-        "Fibromyalgia symptoms after a viral infection",
-    ]
-    batch = PaperBatch([_paper(i, title) for i, title in enumerate(titles)])
-    assert classify.process_item(batch) is batch
-    assert [p.doi for p in batch.papers] == ["10.5555/pipe.0", "10.5555/pipe.2", "10.5555/pipe.3"]
-    topics = [["fibromyalgia"], ["autoimmunity"], ["fibromyalgia"]]
-    assert [p.topics for p in batch.papers] == topics
-    assert (spider.report.items, spider.report.skipped) == (4, 1)
-    store.process_item(batch)
-    assert (spider.report.stored, len(store.buffer)) == (2, 1)  # one store batch, one waiting
-    store.close_spider()
-    assert (spider.report.stored, spider.report.new) == (3, 3)
-    with engine.connect() as conn:
-        dois = conn.scalars(select(PaperRow.doi).order_by(PaperRow.doi)).all()
-    assert dois == ["10.5555/pipe.0", "10.5555/pipe.2", "10.5555/pipe.3"]
-
-
-def test_a_single_off_topic_paper_is_dropped_and_a_dry_run_writes_each_paper(
-    tmp_path: Path,
-) -> None:
-    classify, store, spider = _pipelines(None, store_batch=500)
-    with pytest.raises(DropItem):
-        classify.process_item(_paper(1, "Plate tectonics of the western Pacific"))
-    out = io.StringIO()
-    store.out = out
-    kept = _paper(2, "Fibromyalgia and sleep quality in adults")
-    store.process_item(classify.process_item(PaperBatch([kept, _paper(3, "Volcanoes")])))
-    store.process_item(classify.process_item(_paper(4, "Fibromyalgia in adolescents")))
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [line["doi"] for line in lines] == ["10.5555/pipe.2", "10.5555/pipe.4"]
-    assert (spider.report.items, spider.report.skipped) == (4, 2)

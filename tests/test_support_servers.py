@@ -12,12 +12,18 @@ import smtplib
 import ssl
 import threading
 import time
+from datetime import date
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
 
 import pytest
 
+from spiders.eutils import efetch_url, esearch_url, parse_esearch
+from spiders.pubmed_xml import iter_efetch
 from tests.support import serve_in_subprocess
+from tests.support.eutils import FakeEutils, SyntheticRecords
 from tests.support.httpserver import LocalHTTPServer, Request, Response, max_in_window
 from tests.support.smtpserver import LocalSMTPServer
 
@@ -460,3 +466,38 @@ def test_standalone_http_server(tmp_path: Path) -> None:
         assert fetch(port, "/robots.txt")[0] == 404
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_fake_eutils_serves_distinct_synthetic_records_by_history_page(
+    http_server: LocalHTTPServer,
+) -> None:
+    first, last = date(2024, 3, 4), date(2024, 3, 8)
+    eutils = FakeEutils(SyntheticRecords.spread(1003, first, last))
+    base = eutils.install(http_server)
+    common: dict[str, Any] = {"tool": "t", "email": "e@example.org", "api_key": None}
+
+    def get(url: str) -> bytes:
+        with urlopen(url, timeout=10) as answer:
+            return bytes(answer.read())
+
+    found = parse_esearch(
+        get(esearch_url(base, term="q", mindate=first, maxdate=last, retmax=0, **common))
+    )
+    assert found.count == 1003 and found.webenv and found.query_key == "1"
+    one_day = parse_esearch(
+        get(esearch_url(base, term="q", mindate=last, maxdate=last, retmax=5, **common))
+    )
+    assert one_day.count == 200 and len(one_day.ids) == 5  # 1003 = 5 x 200 + 3 on the first days
+    pmids: list[str] = []
+    for start in range(0, 1003, 400):
+        page = get(
+            efetch_url(
+                base, webenv=found.webenv, query_key="1", retstart=start, retmax=400, **common
+            )
+        )
+        pmids += [p.pmid or "" for p in iter_efetch(page, "bench")]
+    assert len(pmids) == len(set(pmids)) == 1003
+    expired = get(
+        efetch_url(base, webenv="MCID_gone", query_key="1", retstart=0, retmax=5, **common)
+    )
+    assert b"<ERROR>" in expired
