@@ -267,6 +267,7 @@ def test_redacted_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         "NCBI_API_KEY": "set (hidden)",
         "LITWATCH_SECRET_KEY": "set (hidden)",
         "LITWATCH_IMAP_PASSWORD": "not set",
+        "LITWATCH_WEBHOOK_SECRET": "not set",
     }
 
 

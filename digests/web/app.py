@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from crawler.settings import Settings
 from digests.tokens import signer_for
-from digests.web import manage, public, signup
+from digests.web import manage, public, signup, webhooks
 from digests.web.security import (
     Csrf,
     RateLimiter,
@@ -70,6 +70,8 @@ ROUTES = [
     Route("/feed.atom", public.feed_all, methods=["GET"]),
     Route("/feed/{topic}.atom", public.feed_topic, methods=["GET"]),
     Route("/healthz", public.healthz, methods=["GET"]),
+    Route("/webhooks/bounces/{provider}", webhooks.bounce_webhook, methods=["POST"]),
+    Route("/webhooks/bounces/{provider}/{secret}", webhooks.bounce_webhook, methods=["POST"]),
 ]
 
 _TITLES = {
