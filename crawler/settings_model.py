@@ -178,6 +178,11 @@ class EmailSettings(_Section):
     from_: str = Field("litwatch <litwatch@localhost>", alias="from")
     outbox_dir: str = "outbox"
     unsubscribe_mailto: str = ""
+    #: A digest handed to the server whose outcome was never recorded (a crash, a failed
+    #: commit): "skip" never sends it again (at most once), "resend_once" sends it once
+    #: more, with the same Message-ID, ``resend_after`` after the first try.
+    on_unknown: Literal["skip", "resend_once"] = "skip"
+    resend_after: Duration = timedelta(hours=1)
     smtp: SmtpSettings = SmtpSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -188,6 +193,11 @@ class EmailSettings(_Section):
         if "\r" in v or "\n" in v:
             raise ValueError("must be one line")
         return v
+
+
+class StatusSettings(_Section):
+    #: ``status --check`` reports a source that failed this many polls in a row.
+    failed_polls: int = Field(3, ge=1)
 
 
 class WebSettings(_Section):
@@ -275,6 +285,7 @@ class Settings(_Section):
     email: EmailSettings = EmailSettings()
     web: WebSettings = WebSettings()
     daemon: DaemonSettings = DaemonSettings()
+    status: StatusSettings = StatusSettings()
     topics: dict[str, TopicSettings] = {}
     sources: list[SourceSettings] = []
 
