@@ -27,8 +27,8 @@ from sqlalchemy import Engine, text
 
 from crawler.cli.app import cli
 from crawler.db import engine as engine_module
-from crawler.db.engine import make_engine
 from crawler.db import meta
+from crawler.db.engine import make_engine
 from crawler.db.migrate import _config, head_revision
 from crawler.db.store import upsert
 from crawler.items import Paper

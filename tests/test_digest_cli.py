@@ -343,9 +343,7 @@ def test_dry_run_lists_each_recipient_with_its_paper_count(
 
 
 @SQLITE_ONLY
-def test_send_with_nothing_to_send_leaves_the_outbox_folder(
-    engine: Engine, tmp_path: Path
-) -> None:
+def test_send_with_nothing_to_send_leaves_the_outbox_folder(engine: Engine, tmp_path: Path) -> None:
     """The README quick start ends with `ls outbox/`: it must exist on a quiet week too."""
     outbox = tmp_path / "outbox"
     config = config_for(tmp_path, engine, base_sections(outbox))
