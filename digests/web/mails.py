@@ -112,6 +112,7 @@ class MailQueue:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._busy = False
 
     def submit(self, msg: EmailMessage, to: str) -> None:
         """Queue ``msg`` for sending now; MailUnavailable when the queue is full."""
@@ -122,6 +123,17 @@ class MailQueue:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="litwatch-mail", daemon=True)
                 self._thread.start()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no mail is being sent or due now; False when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._busy or (self._heap and self._heap[0][0] <= time.monotonic()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.05))
+            return True
 
     def stop(self) -> None:
         """Drop what waits and let the thread end (after the mail it is sending)."""
@@ -140,16 +152,13 @@ class MailQueue:
             try:
                 send_mail(self.settings, msg, to)
             except MailUnavailable:
-                if tries < len(self.RETRY_AFTER):
-                    with self._changed:
-                        if not self._stopped:
-                            self._push(
-                                time.monotonic() + self.RETRY_AFTER[tries], msg, to, tries + 1
-                            )
-                else:
-                    log.error("event=web.mail_given_up tries=%s", tries + 1)
+                self._retry(msg, to, tries)
             except Exception:  # the thread must go on for the other mails
                 log.exception("event=web.mail_error")
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
     def _retry(self, msg: EmailMessage, to: str, tries: int) -> None:
         if tries >= len(self.RETRY_AFTER):
@@ -174,6 +183,7 @@ class MailQueue:
                     continue
                 wait = self._heap[0][0] - time.monotonic()
                 if wait <= 0:
+                    self._busy = True
                     return heapq.heappop(self._heap)
                 self._changed.wait(wait)
             self._thread = None
@@ -198,6 +208,14 @@ def queue_for(settings: Settings) -> MailQueue:
 def queue_mail(settings: Settings, msg: EmailMessage, to: str) -> None:
     """Hand ``msg`` to the background sender; MailUnavailable only when it is far behind."""
     queue_for(settings).submit(msg, to)
+
+
+def drain_queues(timeout: float = 10.0) -> bool:
+    """Wait until every queue has sent what is due now (tests, before their relay stops)."""
+    with _QUEUES_LOCK:
+        queues = list(_QUEUES.values())
+    deadline = time.monotonic() + timeout
+    return all(q.drain(max(0.0, deadline - time.monotonic())) for q in queues)
 
 
 def stop_queues() -> None:
