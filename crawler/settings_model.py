@@ -252,6 +252,11 @@ class EmailSettings(_Section):
     from_: str = Field("litwatch <litwatch@localhost>", alias="from")
     outbox_dir: str = "outbox"
     unsubscribe_mailto: str = ""
+    #: A digest handed to the server whose outcome was never recorded (a crash, a failed
+    #: commit): "skip" never sends it again (at most once), "resend_once" sends it once
+    #: more, with the same Message-ID, ``resend_after`` after the first try.
+    on_unknown: Literal["skip", "resend_once"] = "skip"
+    resend_after: Duration = timedelta(hours=1)
     smtp: SmtpSettings = SmtpSettings()
     bounces: BounceSettings = BounceSettings()
     dkim: DkimSettings = DkimSettings()
@@ -264,6 +269,11 @@ class EmailSettings(_Section):
         if "\r" in v or "\n" in v:
             raise ValueError("must be one line")
         return v
+
+
+class StatusSettings(_Section):
+    #: ``status --check`` reports a source that failed this many polls in a row.
+    failed_polls: int = Field(3, ge=1)
 
 
 class WebSettings(_Section):
@@ -381,6 +391,7 @@ class Settings(_Section):
     email: EmailSettings = EmailSettings()
     web: WebSettings = WebSettings()
     daemon: DaemonSettings = DaemonSettings()
+    status: StatusSettings = StatusSettings()
     topics: dict[str, TopicSettings] = {}
     sources: list[SourceSettings] = []
 

@@ -321,7 +321,14 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or exc.__class__.__name__
 
 
+def ensure_outbox(settings: EmailSettings) -> Path:
+    """Create the file backend's folder (a send with nothing to send still leaves it)."""
+    outbox = Path(settings.outbox_dir)
+    outbox.mkdir(parents=True, exist_ok=True)
+    return outbox
+
+
 def make_backend(settings: EmailSettings, password: str | None) -> Backend:
     if settings.backend == "smtp":
         return SmtpBackend(settings, password)
-    return FileBackend(Path(settings.outbox_dir))
+    return FileBackend(ensure_outbox(settings))

@@ -1,12 +1,20 @@
 """Deliver planned digests and record each outcome the moment it is known.
 
 A :class:`Sender` owns the backend (one SMTP connection for the run) and a thread of its own:
-while the server takes one message, the caller plans and renders the next. Each message is
-recorded in its own commit as soon as the server has answered it (sent, refused, deferred),
-on the sender's thread, so the window between a server's 250 and the record of it stays as
-narrow as without the thread. At most ``depth`` prepared messages wait for the thread; their
-rows are already planned (pending), so whatever a crash or a fatal error leaves unsent is
-sent by the next run with the same content and Message-ID.
+while the server takes one message, the caller plans and renders the next. At most ``depth``
+prepared messages wait for the thread; their rows are already planned (pending), so whatever
+a crash or a fatal error leaves untried is sent by the next run with the same content and
+Message-ID.
+
+Each message is *claimed* in its own commit before it is handed to the server (state
+``sending``, the attempt counted), and its outcome (sent, refused, deferred) is recorded in
+another as soon as the server has answered. A claim that no outcome followed (the process
+was killed, or the database refused the record) means the outcome is unknown: the server may
+have taken the message. Such a delivery is never resent blindly; :func:`settle_unknown`
+(run under the send lock, so no sender holds a claim) marks it ``unknown`` for good, or, when
+the operator chose ``[email] on_unknown = "resend_once"``, ``resend``: due once more, with
+the same Message-ID, ``resend_after`` after the first try. A stale claim of that one resend
+is ``unknown`` for good.
 """
 
 from __future__ import annotations
@@ -39,6 +47,12 @@ RETRY_MAX = timedelta(hours=6)
 #: A delivery that failed temporarily this many times is given up (marked failed).
 MAX_ATTEMPTS = 10
 
+#: Delivery states. Due: PENDING, RESEND. Claimed by a sender: SENDING, RESENDING.
+#: Final: SENT, FAILED (refused, or given up), UNKNOWN (handed over, outcome never recorded).
+PENDING, SENDING, SENT, FAILED = "pending", "sending", "sent", "failed"
+RESEND, RESENDING, UNKNOWN = "resend", "resending", "unknown"
+DUE_STATES = (PENDING, RESEND)
+
 
 def backoff(attempts: int) -> timedelta:
     return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
@@ -53,15 +67,19 @@ class SendReport:
     pending: int = 0
     empty: int = 0
     already: int = 0
+    #: Deliveries whose outcome is unknown (never resent without the operator's policy).
+    unknown: int = 0
     errors: list[str] = field(default_factory=list)
     fatal: str | None = None
+    #: A dry run: who would get a digest now, and how many papers it holds.
+    would_send: list[tuple[str, int]] = field(default_factory=list)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.errors and self.fatal is None
+        return not self.failed and not self.unknown and not self.errors and self.fatal is None
 
     def add(self, error: str | None = None, **counts: int) -> None:
         """Add to the named counters (``sent=1``) and note an error line, atomically."""
@@ -84,6 +102,10 @@ class Outgoing:
     #: Attempts before this one.
     attempts: int
     mail: DigestMail
+    #: The state it is claimed from (pending, resend, or failed for ``--retry-failed``),
+    #: and when it was due: both restored when nothing could be tried.
+    state: str = PENDING
+    due: datetime | None = None
 
 
 _DELIVERIES = cast(Table, Delivery.__table__)
@@ -93,6 +115,71 @@ def record(engine: Engine, delivery_id: int, **values: object) -> None:
     """One UPDATE of the delivery in its own commit: the exactly-once rule needs the commit."""
     with engine.begin() as conn:
         conn.execute(_update_for(tuple(sorted(values))), {"delivery_id": delivery_id, **values})
+
+
+def claim(engine: Engine, job: Outgoing, until: datetime) -> bool:
+    """Mark ``job`` as being sent and count the attempt, in its own commit, before any byte
+    goes to the server; False when its row is no longer in the state it was read in.
+
+    ``until`` is kept in ``next_attempt_at``: the earliest moment a resend may happen if the
+    outcome is never recorded (see :func:`settle_unknown`).
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            _CLAIM,
+            {
+                "delivery_id": job.delivery_id,
+                "from_state": job.state,
+                "state": RESENDING if job.state == RESEND else SENDING,
+                "attempts": job.attempts + 1,
+                "next_attempt_at": until,
+            },
+        )
+    return result.rowcount == 1
+
+
+def settle_unknown(engine: Engine, policy: str) -> int:
+    """Resolve the claims no sender holds any more (call with the send lock held).
+
+    A ``sending`` row becomes ``unknown`` (policy "skip": at most once) or ``resend`` (policy
+    "resend_once": due again at its ``next_attempt_at``, the claim time plus the delay); a
+    ``resending`` row, the one resend already tried, becomes ``unknown``. Returns how many
+    became ``unknown``.
+    """
+    first = RESEND if policy == "resend_once" else UNKNOWN
+    note = "outcome unknown: handed to the server, but no answer was recorded"
+    with engine.begin() as conn:
+        resent = conn.execute(_SETTLE, {"old": RESENDING, "new": UNKNOWN, "note": note}).rowcount
+        claimed = conn.execute(_SETTLE, {"old": SENDING, "new": first, "note": note}).rowcount
+    unknown = resent + (claimed if first == UNKNOWN else 0)
+    if claimed or resent:
+        log.warning(
+            "event=digest.unknown_outcome claims=%s unknown=%s resend=%s policy=%s",
+            claimed + resent,
+            unknown,
+            claimed if first == RESEND else 0,
+            policy,
+        )
+    return unknown
+
+
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("delivery_id"),
+        _DELIVERIES.c.state == bindparam("from_state"),
+    )
+    .values(
+        state=bindparam("state"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+    )
+)
+_SETTLE = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.state == bindparam("old"))
+    .values(state=bindparam("new"), last_error=bindparam("note"))
+)
 
 
 @functools.cache
@@ -122,11 +209,13 @@ class Sender:
         now: datetime,
         *,
         depth: int = 1,
+        resend_after: timedelta = timedelta(hours=1),
     ) -> None:
         self.engine = engine
         self.backend = backend
         self.report = report
         self.now = now
+        self.resend_after = resend_after
         self._queue: queue.Queue[Outgoing | None] = queue.Queue(maxsize=depth)
         self.stopped: BaseException | None = None
         self._raised = False
@@ -187,9 +276,12 @@ class Sender:
         """Send one message and record the outcome at once (see the module docstring).
 
         ServerUnavailable and FatalDeliveryError propagate (after recording this delivery
-        as still pending) because they stop the run.
+        as still due) because they stop the run.
         """
         attempts = job.attempts + 1
+        if not claim(self.engine, job, self.now + self.resend_after):
+            self.report.add(already=1)  # changed since it was read: not ours to send
+            return
         try:
             self.backend.send(job.mail, job.email)
         except PermanentFailure as exc:
@@ -201,14 +293,22 @@ class Sender:
                 raise
             return
         except FatalDeliveryError as exc:
-            record(self.engine, job.delivery_id, last_error=str(exc))
-            self.report.add(pending=1)
+            # Nothing was handed over (login or sender refused): release the claim as it was.
+            record(
+                self.engine,
+                job.delivery_id,
+                state=job.state,
+                attempts=job.attempts,
+                next_attempt_at=job.due,
+                last_error=str(exc),
+            )
+            self.report.add(pending=int(job.state != FAILED), failed=int(job.state == FAILED))
             raise
         # Accepted by the server: record it now, before anything else can go wrong.
         record(
             self.engine,
             job.delivery_id,
-            state="sent",
+            state=SENT,
             attempts=attempts,
             sent_at=utcnow(),
             last_error=None,
@@ -224,7 +324,7 @@ class Sender:
         )
 
     def _refused(self, job: Outgoing, attempts: int, error: str) -> None:
-        record(self.engine, job.delivery_id, state="failed", attempts=attempts, last_error=error)
+        record(self.engine, job.delivery_id, state=FAILED, attempts=attempts, last_error=error)
         self.report.add(failed=1, error=f"{job.email}: refused: {error}")
         log.warning(
             "event=digest.refused subscriber=%s period=%s error=%r",
@@ -234,7 +334,9 @@ class Sender:
         )
 
     def _deferred(self, job: Outgoing, attempts: int, error: str) -> None:
-        state = "failed" if attempts >= MAX_ATTEMPTS else "pending"
+        # A deferred resend stays the one resend its policy allows (RESEND, not PENDING).
+        again = RESEND if job.state == RESEND else PENDING
+        state = FAILED if attempts >= MAX_ATTEMPTS else again
         record(
             self.engine,
             job.delivery_id,
@@ -243,10 +345,10 @@ class Sender:
             last_error=error,
             next_attempt_at=self.now + backoff(attempts),
         )
-        what = "gave up after repeated temporary failures" if state == "failed" else "deferred"
+        what = "gave up after repeated temporary failures" if state == FAILED else "deferred"
         self.report.add(
-            pending=int(state == "pending"),
-            failed=int(state == "failed"),
+            pending=int(state != FAILED),
+            failed=int(state == FAILED),
             error=f"{job.email}: {what}: {error}",
         )
         log.warning(

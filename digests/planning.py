@@ -23,6 +23,7 @@ from crawler.db.models import Delivery, DeliveryEvent, DeliveryNews, DeliveryPap
 from crawler.settings import Settings
 from digests import selection as sel
 from digests import updates
+from digests.delivery import DUE_STATES, FAILED, UNKNOWN
 from digests.mail import message_id
 from digests.model import Entry
 
@@ -47,8 +48,9 @@ def plan(
 ) -> tuple[int | None, str]:
     """Create the pending delivery of ``sub`` for ``cutoff``'s period if there is none.
 
-    Returns (delivery id to send now or None, why): ``due``, ``sent`` (or failed for good),
-    ``waiting`` (a retry delay), ``empty`` (nothing new), ``inactive``. The papers are fixed
+    Returns (delivery id to send now or None, why): ``due``, ``sent``, ``failed`` (refused
+    or given up), ``unknown`` (see :mod:`digests.delivery`), ``waiting`` (a retry delay),
+    ``empty`` (nothing new), ``inactive``. The papers are fixed
     here, so a rerun sends the same digest. A page of one: the same path as ``digest send``.
     """
     target, why = PagePlan(engine, settings, [sub], now, cutoff=cutoff).plan(engine, sub)
@@ -89,13 +91,15 @@ class Entries:
 
 
 @dataclass
-class _Pending:
-    """A delivery row as planning needs it."""
+class PlannedRow:
+    """A delivery row as planning (and a dry run) needs it."""
 
     id: int
     period: date
     state: str
     next_attempt_at: datetime | None
+    paper_count: int
+    last_error: str | None
 
 
 class PagePlan:
@@ -131,7 +135,7 @@ class PagePlan:
             for s in page
         }
         self.periods = {s.id: sel.period_of(self.cutoffs[s.id], s.timezone) for s in page}
-        self.deliveries: dict[int, list[_Pending]] = defaultdict(list)
+        self.deliveries: dict[int, list[PlannedRow]] = defaultdict(list)
         self.papers: dict[int, list[int]] = {}
         with transaction(engine) as session:
             self._read_deliveries(session, [s.id for s in page])
@@ -145,15 +149,20 @@ class PagePlan:
         """Each subscriber's pending deliveries and the one of this period, by period."""
         rows = session.execute(
             select(Delivery.subscriber_id, Delivery.id, Delivery.period)
-            .add_columns(Delivery.state, Delivery.next_attempt_at)
+            .add_columns(
+                Delivery.state, Delivery.next_attempt_at, Delivery.paper_count, Delivery.last_error
+            )
             .where(
                 Delivery.subscriber_id.in_(ids),
-                or_(Delivery.state == "pending", Delivery.period.in_(set(self.periods.values()))),
+                or_(
+                    Delivery.state.in_(DUE_STATES),
+                    Delivery.period.in_(set(self.periods.values())),
+                ),
             )
             .order_by(Delivery.period, Delivery.id)
         )
         for sid, *rest in rows.tuples():
-            self.deliveries[sid].append(_Pending(*rest))
+            self.deliveries[sid].append(PlannedRow(*rest))
 
     def _read_papers(self, session: Session, page: list[Subscriber]) -> None:
         """select_paper_ids for every subscriber that needs a new delivery, in bulk."""
@@ -185,12 +194,16 @@ class PagePlan:
         is sent as it was planned, with its own papers and Message-ID, never folded into a
         new one.
         """
-        period = self.periods[sub.id]
-        rows = [d for d in self.deliveries[sub.id] if d.state == "pending" and d.period < period]
+        rows = self.earlier_rows(sub)
         due = [d.id for d in rows if d.next_attempt_at is None or d.next_attempt_at <= self.now]
         return due, len(rows) - len(due)
 
-    def existing(self, sub: Subscriber) -> _Pending | None:
+    def earlier_rows(self, sub: Subscriber) -> list[PlannedRow]:
+        """The subscriber's deliveries of earlier periods still to be sent."""
+        period = self.periods[sub.id]
+        return [d for d in self.deliveries[sub.id] if d.state in DUE_STATES and d.period < period]
+
+    def existing(self, sub: Subscriber) -> PlannedRow | None:
         """The subscriber's delivery of this period, if one was planned before."""
         period = self.periods[sub.id]
         return next((d for d in self.deliveries[sub.id] if d.period == period), None)
@@ -208,8 +221,9 @@ class PagePlan:
         """As :func:`plan`; the first call plans the whole page (see :meth:`_plan_page`)."""
         existing = self.existing(sub)
         if existing is not None:
-            if existing.state != "pending":
-                return None, "sent"
+            if existing.state not in DUE_STATES:
+                # failed (refused, given up), unknown (see digests.delivery), or sent
+                return None, existing.state if existing.state in (FAILED, UNKNOWN) else "sent"
             at = existing.next_attempt_at
             return (existing.id, "due") if at is None or at <= self.now else (None, "waiting")
         if self.outcomes is None:

@@ -1,11 +1,15 @@
 """Send the digests: plan each (subscriber, period) once, deliver, record success at once.
 
-Exactly once, the way rss2email taught: a delivery row is created (pending, with the papers
-it holds and a fixed Message-ID) before anything is sent; it is marked sent in its own
-transaction right after the server accepted the message. A crash or kill at any point leaves
-pending rows that the next run sends with the same content and Message-ID; sent rows are
-never sent again. The one window no client can close (between the server's 250 and our
-commit) is milliseconds wide, and the stable Message-ID lets receivers drop a repeat.
+A delivery row is created (pending, with the papers it holds and a fixed Message-ID) before
+anything is sent; it is claimed in its own commit just before it is handed to the server and
+marked sent in another right after the server accepted it (:mod:`digests.delivery`). A crash
+or kill leaves untried rows pending, and the next run sends them with the same content and
+Message-ID; sent rows are never sent again. A claim without a recorded outcome (a kill while
+the server had the message, a database that refused the record) is never resent blindly:
+it is ``unknown`` (at most once, the default) or resent once after a delay when the operator
+set ``[email] on_unknown = "resend_once"``; the stable Message-ID lets receivers drop a
+repeat. A refused (5xx) delivery stays failed and is reported as failed by every later run of
+its period until ``digest send --retry-failed`` tries it once more.
 
 The pieces: :mod:`digests.planning` creates the pending rows a page of subscribers at a time;
 this module renders each and hands it to :class:`digests.delivery.Sender`, whose thread sends
@@ -24,11 +28,19 @@ from crawler.db.engine import transaction
 from crawler.db.models import Delivery, Subscriber, utcnow
 from crawler.locks import SEND_LOCK, NamedLock
 from crawler.settings import Settings
-from digests.backends import FatalDeliveryError, ServerUnavailable, make_backend
+from digests.backends import FatalDeliveryError, ServerUnavailable, ensure_outbox, make_backend
 from digests.compose import make_composer
-from digests.delivery import Outgoing, Sender, SendReport, record
+from digests.delivery import (
+    DUE_STATES,
+    FAILED,
+    Outgoing,
+    Sender,
+    SendReport,
+    record,
+    settle_unknown,
+)
 from digests.mail import DigestMail, MailConfigError, check_sender
-from digests.planning import Entries, PagePlan, Planned, load, pages
+from digests.planning import Entries, PagePlan, Planned, PlannedRow, load, pages
 from digests.selection import news_entries
 from digests.tokens import Links, signer_for
 from digests.updates import updates_for
@@ -60,10 +72,18 @@ class _Run:
             self.deliver(earlier)
         target, why = page.plan(self.engine, sub)
         if target is None:
+            # A refused digest is reported as failed by every run of its period, never as
+            # "already sent" (``--retry-failed`` tries it again).
+            existing = page.existing(sub)
             self.report.add(
+                error=f"{sub.email}: {why}: {existing.last_error}"
+                if existing is not None and why in ("failed", "unknown")
+                else None,
                 empty=int(why == "empty"),
                 already=int(why == "sent"),
                 pending=int(why == "waiting"),
+                failed=int(why == "failed"),
+                unknown=int(why == "unknown"),
             )
             return
         self.deliver(target)
@@ -110,7 +130,13 @@ class _Run:
         )
         if self.sender is None:  # connect lazily: no connection when nothing is due
             backend = make_backend(self.settings.email, self.settings.smtp_password)
-            self.sender = Sender(self.engine, backend, self.report, self.now)
+            self.sender = Sender(
+                self.engine,
+                backend,
+                self.report,
+                self.now,
+                resend_after=self.settings.email.resend_after,
+            )
         self.sender.backend.prepare(mail)
         job = Outgoing(
             delivery_id=delivery.id,
@@ -120,6 +146,8 @@ class _Run:
             paper_count=delivery.paper_count,
             attempts=delivery.attempts,
             mail=mail,
+            state=delivery.state,
+            due=delivery.next_attempt_at,
         )
         self.sender.submit(job)
 
@@ -158,6 +186,8 @@ def send_digests(
         return SendReport(fatal=str(exc))
     if dry_run:
         return _dry_run(settings, engine, period_end, now, only)
+    if settings.email.backend == "file":
+        ensure_outbox(settings.email)  # the quick start's `ls outbox/` works on a quiet week
     # Two senders at once (the daemon's job and an operator's command) would both find the
     # same pending row due and both send it. The lock dies with its process, so a run killed
     # with -9 does not block the rerun.
@@ -182,6 +212,7 @@ def _send_all(
     progress: Callable[[SendReport], None] | None,
 ) -> SendReport:
     run = _Run(settings, engine, now)
+    settle_unknown(engine, settings.email.on_unknown)  # each period's plan reports them
     try:
         for page in pages(engine, only):
             page_plan = PagePlan(engine, settings, page, now, period_end=period_end)
@@ -208,25 +239,43 @@ def _send_all(
 def _dry_run(
     settings: Settings, engine: Engine, period_end: date | None, now: datetime, only: str | None
 ) -> SendReport:
-    """What a send would do now, without planning, sending or recording anything."""
+    """What a send would do now, without planning, sending or recording anything.
+
+    ``would_send`` lists each digest that would go out now (address, papers); ``pending``
+    counts the retries whose time has not come.
+    """
     report = SendReport()
     for page in pages(engine, only):
         page_plan = PagePlan(engine, settings, page, now, period_end=period_end)
         for sub in page:
-            due, waiting = page_plan.earlier(sub)
-            report.pending += len(due) + waiting
+            for row in page_plan.earlier_rows(sub):
+                _dry_row(report, sub.email, row, now)
             existing = page_plan.existing(sub)
             if existing is not None:
-                report.pending += existing.state == "pending"
-                report.already += existing.state != "pending"
+                _dry_row(report, sub.email, existing, now)
                 continue
             papers = len(page_plan.would_hold(sub))
             if papers or settings.digest.send_empty:
-                report.pending += 1
+                report.would_send.append((sub.email, papers))
                 log.info("event=digest.would_send subscriber=%s papers=%s", sub.id, papers)
             else:
                 report.empty += 1
     return report
+
+
+def _dry_row(report: SendReport, email: str, row: PlannedRow, now: datetime) -> None:
+    """Count one delivery planned before, as a send now would treat it."""
+    if row.state in DUE_STATES:
+        if row.next_attempt_at is None or row.next_attempt_at <= now:
+            report.would_send.append((email, row.paper_count))
+        else:
+            report.pending += 1
+    elif row.state == FAILED:
+        report.failed += 1
+    elif row.state == "sent":
+        report.already += 1
+    else:  # unknown, or a claim a send would settle as unknown or resend
+        report.unknown += 1
 
 
 def retry_pending(
@@ -248,12 +297,13 @@ def retry_pending(
         return SendReport()  # a full send is running; it retries what is due itself
     run = _Run(settings, engine, now)
     try:
+        run.report.add(unknown=settle_unknown(engine, settings.email.on_unknown))
         with transaction(engine) as session:
             due = list(
                 session.scalars(
                     select(Delivery.id)
                     .where(
-                        Delivery.state == "pending",
+                        Delivery.state.in_(DUE_STATES),
                         (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
                     )
                     .order_by(Delivery.id)
@@ -263,6 +313,45 @@ def retry_pending(
             if should_stop():
                 break
             run.deliver(delivery_id)
+        run.finish()
+    except (FatalDeliveryError, ServerUnavailable) as exc:
+        run.report.fatal = str(exc)
+    finally:
+        run.close()
+        lock.release()
+    return run.report
+
+
+def retry_failed(
+    settings: Settings,
+    engine: Engine,
+    *,
+    period_end: date | None = None,
+    now: datetime | None = None,
+    only: str | None = None,
+    lock_timeout: float = 60.0,
+) -> SendReport:
+    """Try each failed delivery of the period once more (``digest send --retry-failed``).
+
+    The period is the one ``digest send`` would send with the same ``period_end``; only
+    active subscribers' deliveries are tried, each with the content and Message-ID it was
+    planned with. A refusal leaves it failed; a temporary failure defers it as usual.
+    """
+    now = now or utcnow()
+    lock = NamedLock(engine, SEND_LOCK)
+    if not lock.acquire(blocking=True, timeout=lock_timeout):
+        return SendReport(
+            fatal=f"another digest send is running on this database (waited {lock_timeout:g} s)"
+        )
+    run = _Run(settings, engine, now)
+    try:
+        settle_unknown(engine, settings.email.on_unknown)
+        for page in pages(engine, only):
+            page_plan = PagePlan(engine, settings, page, now, period_end=period_end)
+            for sub in page:
+                existing = page_plan.existing(sub)
+                if existing is not None and existing.state == FAILED:
+                    run.deliver(existing.id)
         run.finish()
     except (FatalDeliveryError, ServerUnavailable) as exc:
         run.report.fatal = str(exc)

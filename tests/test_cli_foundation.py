@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from crawler.cli.app import cli
 from crawler.db import engine as engine_module
+from crawler.db import meta
 from crawler.db.engine import make_engine
 from crawler.db.migrate import _config, head_revision
 from crawler.db.store import upsert
@@ -346,6 +347,86 @@ def test_status_on_fresh_database_changes_nothing(sqlite_url: str, tmp_path: Pat
     result = run(config, "status", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["database"]["papers"] == 0
+
+
+def test_status_prints_deliveries_as_text(seeded: tuple[Engine, Path]) -> None:
+    engine, config = seeded
+    _delivery(engine, "ada@example.org", date(2026, 3, 2), "sent")
+    _delivery(engine, "bob@example.org", date(2026, 3, 2), "failed")
+    result = run(config, "status")
+    assert result.exit_code == 0, result.output
+    [line] = [ln for ln in result.stdout.splitlines() if "Deliveries:" in ln]
+    assert line.endswith("Deliveries: 1 sent, 0 pending, 1 failed, 0 with unknown outcome")
+
+
+def _delivery(engine: Engine, email: str, period: date, state: str, attempts: int = 1) -> None:
+    """A subscriber with one delivery in ``state`` (plain SQL: what a send would leave)."""
+    with engine.begin() as conn:
+        sub_id = conn.execute(
+            text(
+                "INSERT INTO subscribers (email, email_key, topics, format, timezone, token, "
+                "status, created_at, updates) VALUES (:e, :e, '[]', 'html', 'UTC', :e, "
+                "'active', :now, true) RETURNING id"
+            ),
+            {"e": email, "now": MAR},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (subscriber_id, period, cutoff, state, attempts, "
+                "message_id, paper_count, created_at, last_error) VALUES (:s, :p, :now, :st, "
+                ":a, :m, 1, :now, :err)"
+            ),
+            {
+                "s": sub_id,
+                "p": period,
+                "now": MAR,
+                "st": state,
+                "a": attempts,
+                "m": f"<{email}>",
+                "err": None if state == "sent" else "550 5.1.1 mailbox unavailable",
+            },
+        )
+
+
+def test_status_check_reports_each_problem_on_one_line(seeded: tuple[Engine, Path]) -> None:
+    engine, config = seeded
+    ok = run(config, "status", "--check")
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.splitlines() == [
+        "OK: 2 sources polling, no daemon expected, no failing deliveries"
+    ]
+
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO sources (id, kind, consecutive_failures, last_error, runs, "
+                "items_seen, items_new, items_skipped) VALUES ('pubmed-fibromyalgia', 'pubmed', "
+                "3, :err, 3, 0, 0, 0)"
+            ),
+            {"err": "DNS lookup failed for eutils.ncbi.nlm.nih.gov\nmore detail"},
+        )
+    meta.write_daemon_record(engine, {"running": True, "pid": 4242, "host": "box"})
+    _delivery(engine, "old@example.org", date(2026, 2, 23), "failed")  # an earlier week
+    _delivery(engine, "ada@example.org", date(2026, 3, 2), "sent")
+    _delivery(engine, "bob@example.org", date(2026, 3, 2), "failed")
+    _delivery(engine, "eve@example.org", date(2026, 3, 1), "unknown")
+
+    result = run(config, "status", "--check")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "source pubmed-fibromyalgia: failed its last 3 polls "
+        "(DNS lookup failed for eutils.ncbi.nlm.nih.gov)",
+        "daemon: not running (ended without a clean stop; last heartbeat at an unknown time)",
+        "deliveries: 1 of the digest of 2026-03-02 failed "
+        "(`litwatch digest send --retry-failed` tries them again)",
+        "deliveries: 1 of the digest of 2026-03-02 have an unknown outcome "
+        "(handed to the server, not recorded)",
+    ]
+    # N is configurable; a daemon stopped cleanly is still down while expected.
+    meta.write_daemon_record(engine, {"running": False, "stopped_at": "2026-03-02T08:00:00+00:00"})
+    lines = run(config, "status", "--check", "--failed-polls", "4").stdout.splitlines()
+    assert lines[0] == "daemon: not running (stopped 2026-03-02 08:00:00 UTC)"
+    assert len(lines) == 3
 
 
 # --- papers --------------------------------------------------------------------------------------

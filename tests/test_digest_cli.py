@@ -283,3 +283,70 @@ def test_preview_matches_what_send_then_sends(engine: Engine, tmp_path: Path) ->
     sent_text = body(sent, "plain")
     for title in ("Passive transfer of IgG", IL6_TITLE, "Lupus and fatigue: a cohort"):
         assert title in preview.stdout and title in sent_text
+
+
+# --- issue 12: failed deliveries, dry-run recipients, the outbox folder -------------------------
+
+
+@SQLITE_ONLY
+def test_a_refused_digest_stays_failed_in_every_summary_until_retry_failed(
+    engine: Engine, tmp_path: Path, smtp_server: LocalSMTPServer
+) -> None:
+    recent_papers(engine)
+    for email in ("a@example.org", "gone@example.org", "c@example.org"):
+        subscribe(engine, email)
+    smtp_server.refuse_recipient("gone@example.org")
+    config = config_for(tmp_path, engine, smtp_sections(smtp_server, None, tmp_path / "out"))
+    assert litwatch(config, "digest", "send").exit_code == 1
+
+    again = litwatch(config, "digest", "send")
+    assert again.exit_code == 1
+    assert "0 sent, 0 pending, 1 failed, 0 with nothing new, 2 already sent" in again.stdout
+    assert "gone@example.org: failed: 550" in again.stderr
+
+    # Still refused: one more try, still failed, nothing else is sent.
+    still = litwatch(config, "digest", "send", "--retry-failed")
+    assert still.exit_code == 1 and "digest: 0 sent, 0 pending, 1 failed" in still.stdout
+    smtp_server.reset_failures()
+    retried = litwatch(config, "digest", "send", "--retry-failed")
+    assert retried.exit_code == 0 and "digest: 1 sent, 0 pending, 0 failed" in retried.stdout
+    gone = [d for d in deliveries(engine) if d.state == "sent" and d.attempts == 3]
+    assert len(gone) == 1
+    assert litwatch(config, "digest", "send", "--retry-failed").stdout.startswith("digest: 0 sent")
+    assert recipients(smtp_server.messages) == {
+        "a@example.org": 1,
+        "c@example.org": 1,
+        "gone@example.org": 1,
+    }
+    final = litwatch(config, "digest", "send")
+    assert final.exit_code == 0 and "3 already sent" in final.stdout
+
+
+@SQLITE_ONLY
+def test_dry_run_lists_each_recipient_with_its_paper_count(
+    engine: Engine, tmp_path: Path, smtp_server: LocalSMTPServer
+) -> None:
+    recent_papers(engine)
+    subscribe(engine, "a@example.org")
+    subscribe(engine, "b@example.org", topics=["autoimmunity"])
+    subscribe(engine, "n@example.org", topics=["fibromyalgia"])
+    config = config_for(tmp_path, engine, smtp_sections(smtp_server, None, tmp_path / "out"))
+    litwatch(config, "digest", "send", "--subscriber", "n@example.org")
+
+    dry = litwatch(config, "digest", "send", "--dry-run")
+
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("digest: 2 would send, 0 pending, 0 failed")
+    assert lines[1:] == ["  a@example.org: 3 papers", "  b@example.org: 2 papers"]
+    assert len(smtp_server.messages) == 1 and len(deliveries(engine)) == 1
+
+
+@SQLITE_ONLY
+def test_send_with_nothing_to_send_leaves_the_outbox_folder(engine: Engine, tmp_path: Path) -> None:
+    """The README quick start ends with `ls outbox/`: it must exist on a quiet week too."""
+    outbox = tmp_path / "outbox"
+    config = config_for(tmp_path, engine, base_sections(outbox))
+    result = litwatch(config, "digest", "send")
+    assert result.exit_code == 0, result.output
+    assert outbox.is_dir() and list(outbox.iterdir()) == []

@@ -383,10 +383,11 @@ def test_permanent_refusal_fails_one_and_sends_the_rest(
     gone = delivery_of(engine, "gone@example.org")
     assert (gone.state, gone.attempts) == ("failed", 1)
     assert gone.last_error is not None and gone.last_error.startswith("550")
-    # Failed for good: a rerun does not try again.
+    # A rerun does not try again, and reports it as failed, never as "already sent".
     plain_smtp.reset_failures()
     again = send_digests(smtp_settings(tmp_path, engine, plain_smtp), engine, now=NOW)
-    assert (again.sent, again.already) == (0, 3)
+    assert (again.sent, again.already, again.failed, again.ok) == (0, 2, 1, False)
+    assert any(e.startswith("gone@example.org: failed: 550") for e in again.errors)
     assert len(plain_smtp.messages) == 2
 
 
@@ -562,21 +563,19 @@ def test_a_database_error_on_the_sender_thread_reaches_the_caller(
     with pytest.raises(OperationalError, match="disk I/O error"):
         send_digests(settings, engine, now=NOW)
     assert not [t for t in threading.enumerate() if t.name == "litwatch-send"]
-    # The first was recorded; the second was accepted but its record failed, and nothing
-    # was sent after the failure.
+    # The first was recorded; the second was accepted but its record failed (its claim
+    # stays: outcome unknown), and nothing was sent after the failure.
     assert recipients(plain_smtp.messages) == Counter(emails[:2])
     states = {d.subscriber_id: d.state for d in deliveries(engine)}
-    assert sorted(states.values()) == ["pending", "pending", "pending", "sent"]
+    assert sorted(states.values()) == ["pending", "pending", "sending", "sent"]
 
     monkeypatch.setattr(delivery_module, "record", real_record)
     again = send_digests(settings, engine, now=NOW + timedelta(minutes=1))
-    assert (again.sent, again.ok) == (3, True)
-    # Every subscriber has one digest; the one whose record failed got it twice, with the
-    # one Message-ID its receiver uses to drop the repeat.
-    assert set(recipients(plain_smtp.messages)) == set(emails)
-    twice = [m for m in plain_smtp.messages if m.rcpt_tos == (emails[1],)]
-    assert len(twice) == 2
-    assert twice[0].message["Message-ID"] == twice[1].message["Message-ID"]
+    assert (again.sent, again.unknown, again.ok) == (2, 1, False)
+    # Every subscriber has one digest; the one whose record failed is not sent blindly
+    # again (at most once, the default policy): it is reported with an unknown outcome.
+    assert recipients(plain_smtp.messages) == Counter(emails)
+    assert delivery_of(engine, emails[1]).state == "unknown"
 
 
 def test_dropped_connection_is_reopened_and_the_run_goes_on(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,51 +82,85 @@ def digest_preview(
     help="Send the digest as of the start of DATE.",
 )
 @click.option(
-    "--dry-run", is_flag=True, help="Say who would get a digest; send and record nothing."
+    "--dry-run",
+    is_flag=True,
+    help="List who would get a digest now (address, papers); send and record nothing.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Try the period's failed (refused) deliveries once more; plan nothing new.",
 )
 @click.option("--subscriber", "email", metavar="EMAIL", help="Only this subscriber.")
 @pass_app
-def digest_send(app: App, period_end: datetime | None, dry_run: bool, email: str | None) -> None:
+def digest_send(
+    app: App, period_end: datetime | None, dry_run: bool, retry_failed: bool, email: str | None
+) -> None:
     """Send each active subscriber's digest once (idempotent per subscriber and period).
 
     Safe to rerun at any time, including after a crash: what was sent is never sent again,
-    what was not is sent now. Exit status 1 when any message was refused or deferred.
+    what was not is sent now. A digest the server refused stays failed (and is reported as
+    failed by every run of its period) until --retry-failed tries it once more. Exit status
+    1 when any message was refused, deferred, or has an unknown outcome.
 
     \b
     Examples:
       litwatch digest send
       litwatch digest send --period-end 2026-11-30 --dry-run
+      litwatch digest send --retry-failed
     """
-    from crawler.db.engine import transaction
-    from digests import subscribers as subs
+    from digests.send import retry_failed as retry
     from digests.send import send_digests
 
+    if dry_run and retry_failed:
+        fail("--dry-run and --retry-failed cannot be combined", EXIT_USAGE)
     engine = app.engine()
-    only = None
-    if email:
-        with transaction(engine) as session:
-            try:
-                sub = subs.find(session, email)
-            except subs.SubscriberError as exc:
-                fail(str(exc), EXIT_USAGE)
-        if sub is None or sub.status != "active":
-            fail(f"{email} is not an active subscriber", EXIT_USAGE)
-        only = sub.email_key
-    report = send_digests(
-        app.settings, engine, period_end=_period_end(period_end), dry_run=dry_run, only=only
-    )
-    verb = "would send" if dry_run else "sent"
-    click.echo(
-        f"digest: {report.sent if not dry_run else report.pending} {verb}, "
-        f"{report.pending if not dry_run else 0} pending, {report.failed} failed, "
-        f"{report.empty} with nothing new, {report.already} already sent"
-    )
-    for line in report.errors[:20]:
-        click.echo(f"  {line}", err=True)
+    only = _only(engine, email)
+    if retry_failed:
+        report = retry(app.settings, engine, period_end=_period_end(period_end), only=only)
+    else:
+        report = send_digests(
+            app.settings, engine, period_end=_period_end(period_end), dry_run=dry_run, only=only
+        )
+    _summary(report, dry_run)
     if report.fatal:
         fail(report.fatal)
     if not report.ok:
         sys.exit(EXIT_FAILURE)
+
+
+def _only(engine: Any, email: str | None) -> str | None:
+    """The case-folded address of ``--subscriber`` (exit 2 unless it is active)."""
+    if not email:
+        return None
+    from crawler.db.engine import transaction
+    from digests import subscribers as subs
+
+    with transaction(engine) as session:
+        try:
+            sub = subs.find(session, email)
+        except subs.SubscriberError as exc:
+            fail(str(exc), EXIT_USAGE)
+    if sub is None or sub.status != "active":
+        fail(f"{email} is not an active subscriber", EXIT_USAGE)
+    return str(sub.email_key)
+
+
+def _summary(report: Any, dry_run: bool) -> None:
+    """One summary line; a dry run lists each recipient; errors go to stderr."""
+    count = len(report.would_send) if dry_run else report.sent
+    verb = "would send" if dry_run else "sent"
+    line = (
+        f"digest: {count} {verb}, {report.pending} pending, {report.failed} failed, "
+        f"{report.empty} with nothing new, {report.already} already sent"
+    )
+    if report.unknown:
+        line += f", {report.unknown} with unknown outcome (not resent)"
+    click.echo(line)
+    for address, papers in report.would_send:
+        click.echo(f"  {address}: {papers} paper{'' if papers == 1 else 's'}")
+    for error in report.errors[:20]:
+        click.echo(f"  {error}", err=True)
 
 
 COMMANDS = [digest]

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, date, datetime
 from typing import Any
 
 import click
 
-from crawler.cli.context import App, pass_app
+from crawler.cli.context import EXIT_FAILURE, App, pass_app
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="For cron and monitoring: one line per problem and exit 1, or one OK line.",
+)
+@click.option(
+    "--failed-polls",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="With --check: a source failing its last N polls is a problem "
+    "(default: [status] failed_polls, 3).",
+)
 @pass_app
-def status(app: App, as_json: bool) -> None:
+def status(app: App, as_json: bool, check: bool, failed_polls: int | None) -> None:
     """Show sources and their health, what the database holds, and the daemon.
 
+    With --check, exit 1 when a source failed its last N polls, the daemon ran here but is
+    not running now, or digests of the latest run failed, have an unknown outcome or keep
+    being deferred (one line each); otherwise print one OK line and exit 0.
+
     \b
-    Example:
+    Examples:
       litwatch status --json | jq .sources
+      litwatch status --check --failed-polls 5 || mail -s litwatch ops@example.org
     """
     from crawler.db.reader import lock_held
     from crawler.db.status import collect_status
@@ -27,16 +45,37 @@ def status(app: App, as_json: bool) -> None:
 
     with app.reader() as reader:
         data = collect_status(app.settings, reader, lock_held(reader, DAEMON_LOCK))
-    if as_json:
+    if check:
+        _check(data, failed_polls or app.settings.status.failed_polls)
+    elif as_json:
         click.echo(json.dumps(data, indent=2, default=_json_default))
-        return
-    _print_status(app, data)
+    else:
+        _print_status(app, data)
+
+
+def _check(data: dict[str, Any], failed_polls: int) -> None:
+    from crawler.db.status import problems
+
+    found = problems(data, failed_polls)
+    for line in found:
+        click.echo(line)
+    if found:
+        sys.exit(EXIT_FAILURE)
+    enabled = sum(s["enabled"] and s["configured"] for s in data["sources"])
+    daemon = "daemon running" if data["daemon"]["running"] else "no daemon expected"
+    click.echo(f"OK: {enabled} sources polling, {daemon}, no failing deliveries")
 
 
 def _json_default(v: Any) -> str:
-    if isinstance(v, datetime):
+    if isinstance(v, date):  # datetimes too
         return v.isoformat()
     raise TypeError(type(v).__name__)
+
+
+def deliveries_text(counts: dict[str, int]) -> str:
+    """``10 sent, 1 pending, 0 failed, 0 with unknown outcome`` (other states when present)."""
+    labels = {"unknown": "with unknown outcome"}
+    return ", ".join(f"{n} {labels.get(state, state)}" for state, n in counts.items())
 
 
 def _when(v: datetime | None) -> str:
@@ -71,7 +110,7 @@ def _print_status(app: App, data: dict[str, Any]) -> None:
     subs = data["subscribers"]
     app.out.print(
         f"Subscribers: {subs['active']} active, {subs['pending']} pending, "
-        f"{subs['unsubscribed']} unsubscribed. Deliveries: {data['deliveries']}"
+        f"{subs['unsubscribed']} unsubscribed. Deliveries: {deliveries_text(data['deliveries'])}"
     )
     _print_daemon(app, data["daemon"])
 

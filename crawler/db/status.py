@@ -7,7 +7,7 @@ should start fast. :func:`daemon_info` also serves callers holding a session.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from crawler.db import DAEMON_KEY
@@ -41,9 +41,96 @@ def collect_status(settings: Settings, reader: Reader, daemon_running: bool) -> 
         "sources": sources,
         "database": counts(reader) | {"url": reader.where},
         "subscribers": {k: subs.get(k, 0) for k in ("active", "pending", "unsubscribed")},
-        "deliveries": {k: deliveries.get(k, 0) for k in ("pending", "sent", "failed")},
+        "deliveries": {k: deliveries.get(k, 0) for k in DELIVERY_STATES}
+        | {k: v for k, v in deliveries.items() if k not in DELIVERY_STATES},
+        "recent_deliveries": recent_deliveries(reader),
         "daemon": daemon_state(json.loads(record) if record else {}, daemon_running),
     }
+
+
+#: Delivery states always shown (digests.delivery has the others: sending, resend, ...).
+DELIVERY_STATES = ("sent", "pending", "failed", "unknown")
+#: A deferred digest counts as failing once it was tried this many times.
+DEFERRED_ATTEMPTS = 3
+
+
+def recent_deliveries(reader: Reader) -> dict[str, Any]:
+    """Deliveries of the latest week of periods by state, and digests deferred again and again.
+
+    "Latest week": periods differ by a day between subscribers' time zones, so every period
+    within 6 days of the newest counts as the latest digest run.
+    """
+    by_period = reader.rows("SELECT period, state, count(*) FROM deliveries GROUP BY period, state")
+    periods = [(_date(p), state, n) for p, state, n in by_period]
+    latest = max((p for p, _, _ in periods), default=None)
+    states: dict[str, int] = {}
+    for period, state, n in periods:
+        if latest is not None and period > latest - timedelta(days=7):
+            states[state] = states.get(state, 0) + n
+    deferred, error = reader.rows(
+        "SELECT count(*), max(last_error) FROM deliveries "
+        "WHERE state IN ('pending', 'resend') AND attempts >= :n",
+        {"n": DEFERRED_ATTEMPTS},
+    )[0]
+    return {"latest_period": latest, "states": states, "deferred": deferred or 0, "error": error}
+
+
+def _date(value: Any) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def problems(data: dict[str, Any], failed_polls: int) -> list[str]:
+    """One line per reason for ``litwatch status --check`` to fail (none: all is well).
+
+    A source that failed its last ``failed_polls`` polls, a daemon that ran here and is not
+    running now, and digests of the latest run that were refused, have an unknown outcome,
+    or keep being deferred.
+    """
+    found = [
+        f"source {s['id']}: failed its last {s['consecutive_failures']} polls"
+        + (f" ({_first_line(s['last_error'])})" if s["last_error"] else "")
+        for s in data["sources"]
+        if s["configured"] and s["enabled"] and s["consecutive_failures"] >= failed_polls
+    ]
+    daemon = data["daemon"]
+    if daemon["state"] == "stopped":
+        found.append(f"daemon: not running (stopped {_iso(daemon.get('stopped_at'))})")
+    elif daemon["state"] == "died":
+        found.append(
+            "daemon: not running (ended without a clean stop; "
+            f"last heartbeat {_iso(daemon.get('heartbeat'))})"
+        )
+    found.extend(_delivery_problems(data["recent_deliveries"]))
+    return found
+
+
+def _delivery_problems(recent: dict[str, Any]) -> list[str]:
+    period, states = recent["latest_period"], recent["states"]
+    found = []
+    if states.get("failed"):
+        found.append(
+            f"deliveries: {states['failed']} of the digest of {period} failed "
+            "(`litwatch digest send --retry-failed` tries them again)"
+        )
+    if states.get("unknown"):
+        found.append(
+            f"deliveries: {states['unknown']} of the digest of {period} have an unknown "
+            "outcome (handed to the server, not recorded)"
+        )
+    if recent["deferred"]:
+        found.append(
+            f"deliveries: {recent['deferred']} deferred {DEFERRED_ATTEMPTS} or more times"
+            + (f" ({_first_line(recent['error'])})" if recent["error"] else "")
+        )
+    return found
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else text
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if moment else "at an unknown time"
 
 
 def counts(reader: Reader) -> dict[str, Any]:

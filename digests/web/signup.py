@@ -2,7 +2,9 @@
 
 The POST /subscribe answer is the same page whatever the address's state (new, pending,
 active, unsubscribed), and every state costs one e-mail, so neither the page nor its timing
-tells a visitor whether an address is known (no enumeration).
+tells a visitor whether an address is known (no enumeration). The mail is queued, never
+sent inside the request (see :mod:`digests.web.mails`): a stalled relay cannot hold the web
+server's threads.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from crawler.db.models import utcnow
 from digests import subscribers
 from digests.tokens import CONFIRM, TokenError
 from digests.web import records
-from digests.web.mails import MailUnavailable, already_message, confirmation_message, send_mail
+from digests.web.mails import MailUnavailable, already_message, confirmation_message, queue_mail
 from digests.web.records import SignupChoice
 from digests.web.security import CSRF_FIELD, client_address
 from digests.web.state import WebState, bad_link, unknown_link, web_state
@@ -144,7 +146,8 @@ async def subscribe_post(request: Request) -> Response:
 
 
 def request_subscription(st: WebState, choice: SignupChoice) -> None:
-    """Record the request and send the matching mail (confirmation, or "already subscribed")."""
+    """Record the request and queue the matching mail (confirmation, or "already
+    subscribed"); MailUnavailable only when the mail queue is full."""
     sub = records.record_signup(
         st.engine, choice, list(st.settings.topics), st.settings.digest.timezone
     )
@@ -156,7 +159,7 @@ def request_subscription(st: WebState, choice: SignupChoice) -> None:
         link = f"{st.settings.web.base_url}/confirm/{st.signer.sign(CONFIRM, payload)}"
         hours = st.options.confirm_max_age // 3600
         msg = confirmation_message(st.settings, sub.email, link, hours, now)
-    send_mail(st.settings, msg, sub.email)
+    queue_mail(st.settings, msg, sub.email)
 
 
 def read_confirm_link(st: WebState, token: str) -> ConfirmLink:
