@@ -29,6 +29,7 @@ from crawler.db.identity import (
     LIST_FIELDS,
     SCALAR_FIELDS,
     Index,
+    column_width,
     compatible,
     merge_into,
     prepare,
@@ -39,6 +40,8 @@ from crawler.items import Paper
 
 #: Arbitrary constant naming litwatch's store lock among PostgreSQL advisory locks.
 PG_STORE_LOCK = 0x6C697477  # "litw"
+#: A sighting URL longer than its column is dropped, not cut: a cut URL leads elsewhere.
+_URL_WIDTH = column_width(Sighting, "url")
 #: Values per IN (...): one look-up per key for a default batch of 500 records, well under the
 #: 999 bound parameters of SQLite before 3.32.
 _IN_CHUNK = 500
@@ -292,6 +295,8 @@ def _store_children(
         for topic in item.topics:
             topics[(pid, topic)] = {"paper_id": pid, "topic": topic}
         url = item.url or ""
+        if len(url) > _URL_WIDTH:  # PostgreSQL would refuse the whole batch (issue 12 A3)
+            url = ""
         key = (pid, item.source_id, url)
         if key in sightings:
             continue
