@@ -212,6 +212,14 @@ def html_to_text(fragment: str | None) -> str | None:
         root = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except (lxml.etree.ParserError, ValueError):
         return squash(fragment)
+    except AssertionError:
+        # lxml asserts that the fragment parsed into one <body>; a fragment of head-only
+        # elements ("<title>x</title>", "<meta>") gives none (issue 12 A9). Read it as a
+        # document instead: head elements carry no text that is shown.
+        try:
+            root = lxml.html.document_fromstring(fragment)
+        except (lxml.etree.ParserError, ValueError):
+            return None
     parts: list[str] = []
     _collect_text(root, parts)
     return squash("".join(parts))

@@ -40,14 +40,19 @@ def safe_feedparser(
     bounded = bound_author_text(text)
     if bounded is not text:  # hostile author fields: feedparser reads the bounded UTF-8 text
         body, fp_headers = bounded, {**fp_headers, "content-type": "application/xml"}
-    parsed = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=fp_headers,
-        # Markup is flattened to text afterwards; sanitising first is defence in depth, while
-        # resolving URIs inside HTML would be wasted work (we keep no HTML).
-        sanitize_html=True,
-        resolve_relative_uris=False,
-    )
+    try:
+        parsed = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=fp_headers,
+            # Markup is flattened to text afterwards; sanitising first is defence in depth,
+            # while resolving URIs inside HTML would be wasted work (we keep no HTML).
+            sanitize_html=True,
+            resolve_relative_uris=False,
+        )
+    except Exception as exc:
+        # feedparser's loose parser has internal errors on some broken documents (a KeyError
+        # on "<channel<item<link</item</link>", issue 12 A9): such bytes are no usable feed.
+        raise FeedError(f"feedparser could not read it ({type(exc).__name__}: {exc})") from exc
     if not parsed.get("version"):
         raise FeedError(_not_a_feed_message(text, bozo_message(parsed)))
     return parsed

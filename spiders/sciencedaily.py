@@ -20,6 +20,7 @@ from crawler.topics import TopicMatcher
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import LitwatchSpider
 from spiders.sciencedaily_parse import (
+    UNREADABLE_STORY,
     NewsFeedError,
     NewsItem,
     StoryPageError,
@@ -106,6 +107,8 @@ class ScienceDailySpider(LitwatchSpider):
             papers = parse_story(response.body, story.url, self.source.id)
         except StoryPageError as exc:
             self.fail(f"{story.url}: {exc}")
+            # Followed-and-failed: an unreadable page is not fetched again on every poll.
+            self.report.followed.append((story.url, UNREADABLE_STORY))
             return
         context = " ".join(filter(None, [story.title, story.summary]))
         for paper in papers:
