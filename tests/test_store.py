@@ -599,3 +599,28 @@ def test_clean_doi_refuses_a_doi_longer_than_its_column() -> None:
     assert clean_doi(fits + "b") is None
     assert clean_doi("https://doi.org/" + fits + "b") is None
     assert find_dois("see doi " + fits + "b here") == []
+
+
+def test_a_value_the_database_still_refuses_costs_only_its_item(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defence in depth behind the bounds: were one missed, the database's refusal (PostgreSQL's
+    DataError) costs the refusing item only; the rest of the batch is stored."""
+    from crawler.db import store
+
+    monkeypatch.setattr(store, "_URL_WIDTH", 10**6)  # a bound "forgotten": the URL goes through
+    items = [
+        Paper(source_id="feed-x", origin="feed", url=f"https://example.org/{path}",
+              doi=f"10.5555/refuse.{i}", title=f"A paper in a batch with one refused item {i}")
+        for i, path in enumerate(["a", "u" * 3000, "b"])
+    ]  # fmt: skip
+    result = upsert(engine, items)
+    with Session(engine) as s:
+        stored = set(s.scalars(select(PaperRow.doi)))
+    if engine.dialect.name == "sqlite":  # SQLite ignores declared widths: nothing is refused
+        assert result.rejected == [] and len(stored) == 3
+        return
+    assert [position for position, _ in result.rejected] == [1]
+    assert "too long" in result.rejected[0][1]
+    assert stored == {"10.5555/refuse.0", "10.5555/refuse.2"}
+    assert len(result.paper_ids) == len(result.new_paper_ids) == 2
