@@ -58,8 +58,7 @@ def iter_efetch(source: bytes | Readable, source_id: str) -> Iterator[Paper]:
             paper = _read_record(element, source_id)
             if paper is not None:
                 yield paper
-    except (UnsafeXMLError, XMLSyntaxError) as exc:
-        # One documented error for every unusable answer (issue 12 A9).
+    except (UnsafeXMLError, XMLSyntaxError) as exc:  # one documented error (issue 12 A9)
         raise EFetchError(f"unreadable EFetch answer: {type(exc).__name__}: {exc}") from exc
 
 
