@@ -41,6 +41,13 @@ _PAIRS = {")": "(", "]": "[", "}": "{", ">": "<"}
 # A DOI that every step of clean_doi would leave as it is: printable ASCII without "%" or
 # white space, starting "10.", and (checked apart) not ending in punctuation or a bracket.
 _PLAIN_DOI = re.compile(r"10\.\d{4,9}/[!-$&-~]+")
+#: The longest DOI kept (the width of the papers.doi column). Real DOIs are under 100
+#: characters; a 400-character "DOI" is a scraping accident, and PostgreSQL would refuse
+#: the whole batch holding it (issue 12 A3), so it is no DOI at all.
+MAX_DOI = 300
+# The longest text searched for one DOI: a resolver URL with a query string (the longest URL
+# stored is 2,000 characters). Longer input only makes the clean-up slow.
+_MAX_DOI_INPUT = 2048
 
 
 def clean_doi(raw: str | None) -> str | None:
@@ -52,7 +59,14 @@ def clean_doi(raw: str | None) -> str | None:
     """
     if not raw:
         return None
-    if _PLAIN_DOI.fullmatch(raw) and raw[-1] not in _TRAILING and raw[-1] not in _PAIRS:
+    if len(raw) > _MAX_DOI_INPUT:
+        return None
+    if (
+        len(raw) <= MAX_DOI
+        and _PLAIN_DOI.fullmatch(raw)
+        and raw[-1] not in _TRAILING
+        and raw[-1] not in _PAIRS
+    ):
         return raw  # the common case (every PubMed DOI), for a fraction of the cost
     return _clean_doi(raw)
 
@@ -70,7 +84,7 @@ def _clean_doi(raw: str) -> str | None:
         s = unquote(s)  # once: "10.1172%2FJCI144201"; a DOI may itself contain "%25"
     s = s.strip().lstrip("([{<'\"")
     s = _strip_trailing(s)
-    if not _DOI_VALID.match(s):
+    if len(s) > MAX_DOI or not _DOI_VALID.match(s):
         return None
     return s
 
@@ -198,6 +212,14 @@ def html_to_text(fragment: str | None) -> str | None:
         root = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except (lxml.etree.ParserError, ValueError):
         return squash(fragment)
+    except AssertionError:
+        # lxml asserts that the fragment parsed into one <body>; a fragment of head-only
+        # elements ("<title>x</title>", "<meta>") gives none (issue 12 A9). Read it as a
+        # document instead: head elements carry no text that is shown.
+        try:
+            root = lxml.html.document_fromstring(fragment)
+        except (lxml.etree.ParserError, ValueError):
+            return None
     parts: list[str] = []
     _collect_text(root, parts)
     return squash("".join(parts))

@@ -101,8 +101,9 @@ def _esearch_json(body: bytes) -> ESearchResult:
     result = ESearchResult()
     try:
         data = json.loads(body)
-    except ValueError as exc:
-        result.errors.append(f"unreadable ESearch answer: {exc}")
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack (issue 12 A9).
+        result.errors.append(f"unreadable ESearch answer: {type(exc).__name__}: {exc}")
         return result
     if not isinstance(data, dict):
         result.errors.append("unexpected ESearch JSON (not an object)")
@@ -117,7 +118,7 @@ def _esearch_json(body: bytes) -> ESearchResult:
         setattr(result, key, _to_int(str(found.get(key, "0")), key, result.errors))
     result.query_key = _opt_str(found.get("querykey"))
     result.webenv = _opt_str(found.get("webenv"))
-    result.ids = [str(i).strip() for i in found.get("idlist") or []]
+    result.ids = [str(i).strip() for i in _json_list(found.get("idlist"))]
     if found.get("ERROR"):
         result.errors.append(str(found["ERROR"]))
     result.warnings += _json_problems(found.get("warninglist"))
@@ -129,7 +130,14 @@ def _json_problems(section: Any) -> list[str]:
     if not isinstance(section, dict):
         return []
     names = ((_JSON_PROBLEMS.get(str(key), str(key)), values) for key, values in section.items())
-    return [_problem(name, str(v)) for name, values in names for v in values or []]
+    return [_problem(name, str(v)) for name, values in names for v in _json_list(values)]
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A JSON list as it is; any other value (a number, a string, an object) as one item."""
+    if isinstance(value, list):
+        return value
+    return [] if value in (None, "", {}) else [value]
 
 
 def _problem(name: str, text: str | None) -> str:

@@ -10,13 +10,15 @@ given anything it could fetch). Site quirks, each checked against a saved real f
   know the PRISM 2.0 namespace URI, so it names the keys after the document's prefix
   (``ns3_doi``); we look PRISM keys up by namespace URI. ``rdf:about`` is a relative URL.
 * ScienceDirect: no DOI anywhere (only the PII in link and guid); the description is
-  "Publication date / Source / Author(s)" boilerplate, not an abstract.
+  "Publication date / Source / Author(s)" lines, not an abstract, and the only place that
+  names date, journal and authors (read by spiders/feed_sciencedirect.py).
 * Microbiology Society (IJSEM): the DOI is only in the link path
   (``/content/journal/ijsem/10.1099/ijsem.0.005019?TRACK=RSS``).
 * Pensoft: the DOI is only printed as "DOI: 10.3897/..." in the description; titles start with
   U+FEFF.
 * PKP OJS: HTML (``<p><strong><em>``) inside titles.
-* bioRxiv/medRxiv: titles and links padded with white space inside CDATA; 10.1101 DOIs.
+* bioRxiv/medRxiv: titles and links padded with white space inside CDATA; 10.1101 DOIs; all
+  authors in one dc:creator ("LAPALU, N., SIMON, A., ...").
 * Elsevier on Atypon: bare DOI in dc:identifier; dates like "2018-12-17-08:00".
 * PubMed saved-search RSS: guid ``pubmed:NNN``, two dc:identifier elements (``pmid:`` and
   ``doi:``) of which feedparser keeps only the last, unencoded spaces in links
@@ -36,7 +38,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from crawler.items import Paper
 from crawler.normalise import clean_doi, find_dois, html_to_text, pmcid, pmid, squash
+from spiders.authors import split_author_string
 from spiders.feed_safe import FeedError, bozo_message, safe_feedparser, text_construct
+from spiders.feed_sciencedirect import Labelled, feed_journal, labelled_fields
 
 __all__ = ["FeedError", "FeedResult", "parse_feed"]
 
@@ -100,7 +104,8 @@ def _context(parsed: Any, source_id: str, base_url: str) -> _Context:
     title = text_construct(parsed.feed.get("title_detail"))
     # bioRxiv names the journal on the channel only ("bioRxiv"; the title is "bioRxiv
     # Subject Collection: Genomics").
-    journal = _get(parsed.feed, (f"{prefix}_publicationname" for prefix in prism)) or title
+    journal = _get(parsed.feed, (f"{prefix}_publicationname" for prefix in prism))
+    journal = journal or feed_journal(title)  # "ScienceDirect Publication: X" names X
     return _Context(source_id, base_url, prism, title, journal)
 
 
@@ -116,20 +121,23 @@ def _paper(entry: Any, ctx: _Context) -> Paper | None:
     ids = (pmid_ := _pmid(entry), pmcid_ := _pmcid(entry))
     if not (doi or url or title or any(ids)):
         return None
+    kind = _kind(doi, url)
+    # ScienceDirect prints date, journal and authors in the description only.
+    labelled = _labelled(entry) or Labelled()
     return Paper(
         source_id=ctx.source_id,
         origin="feed",
         url=url,
-        sighting_kind=_kind(doi, url),
+        sighting_kind=kind,
         seen_title=title,
         doi=doi,
         pmid=pmid_,
         pmcid=pmcid_,
         title=title,
         abstract=_abstract(entry),
-        journal=_journal(entry, ctx),
-        published=_published(entry, ctx),
-        authors=_authors(entry),
+        journal=_journal(entry, ctx, labelled.journal),
+        published=_published(entry, ctx) or labelled.published,
+        authors=_authors(entry, preprint=kind == "preprint") or labelled.authors,
     )
 
 
@@ -272,12 +280,25 @@ def _abstract(entry: Any) -> str | None:
     detail = (html or contents or [entry.get("summary_detail")])[0]
     if not detail or not detail.get("value"):
         return None
+    return _join_abstract(_blocks(detail))
+
+
+def _blocks(detail: Any) -> list[str]:
+    """A text construct's paragraphs and lines as plain text, empty ones left out."""
     value = detail["value"]
     if "html" in (detail.get("type") or ""):
         blocks = [html_to_text(piece) for piece in _HTML_BLOCK.split(value)]
     else:
         blocks = [squash(line) for line in value.splitlines()]
-    return _join_abstract([b for b in blocks if b])
+    return [b for b in blocks if b]
+
+
+def _labelled(entry: Any) -> Labelled | None:
+    """ScienceDirect's "Publication date: / Source: / Author(s):" description lines."""
+    detail = entry.get("summary_detail")
+    if not detail or "Author(s):" not in (value := detail.get("value") or ""):
+        return None
+    return labelled_fields(_blocks(detail)) if "Publication date:" in value else None
 
 
 def _join_abstract(blocks: list[str]) -> str | None:
@@ -290,8 +311,9 @@ def _join_abstract(blocks: list[str]) -> str | None:
     return " ".join(kept) or None
 
 
-def _journal(entry: Any, ctx: _Context) -> str | None:
-    """prism:publicationName, else dc:source when it is a bare name, else the feed's name."""
+def _journal(entry: Any, ctx: _Context, printed: str | None) -> str | None:
+    """prism:publicationName, else dc:source when it is a bare name, else the journal the
+    description printed (ScienceDirect's "Source:"), else the feed's name."""
     if name := _prism(entry, ctx, "publicationname"):
         return name
     # PubMed RSS puts the journal in dc:source ("Zootaxa"); Atypon puts a citation there
@@ -299,7 +321,7 @@ def _journal(entry: Any, ctx: _Context) -> str | None:
     source = squash(entry.get("dc_source"))
     if source and not any(ch.isdigit() for ch in source):
         return source
-    return ctx.feed_journal
+    return printed or ctx.feed_journal
 
 
 _ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
@@ -342,10 +364,18 @@ def _parse_date(raw: str) -> date | None:
     return None
 
 
-def _authors(entry: Any) -> list[str]:
+def _authors(entry: Any, *, preprint: bool) -> list[str]:
+    """The entry's authors, one name each.
+
+    bioRxiv/medRxiv put every author in one ``dc:creator``, names and initials separated by
+    the same comma ("LAPALU, N., SIMON, A., O'Connell, R. J."): stored whole, that was one
+    author, garbling BibTeX (issue 12 B3). :func:`spiders.authors.split_author_string` splits
+    them into PubMed-style names ("Lapalu N" as printed: "LAPALU N").
+    """
+    split = split_author_string if preprint else _split_names
     names: list[str] = []
     for author in entry.get("authors") or []:
-        for name in _split_names(author.get("name") or ""):
+        for name in split(author.get("name") or ""):
             if name not in names:
                 names.append(name)
     return names

@@ -23,12 +23,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from lxml.etree import XMLSyntaxError
 from lxml.etree import _Element as Element
 
 from crawler.events import PaperEvent
 from crawler.items import Paper
 from crawler.normalise import squash
-from crawler.xmlsafe import Readable, safe_iterparse
+from crawler.xmlsafe import Readable, UnsafeXMLError, safe_iterparse
 from spiders.pubmed_dates import Partial, earliest, partial_date
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
@@ -38,7 +39,7 @@ _SET_TAGS = {"PubmedArticleSet", "PubmedBookArticleSet"}
 
 
 class EFetchError(ValueError):
-    """EFetch answered with an error document instead of a PubmedArticleSet."""
+    """EFetch answered with an error document, or something that is no PubmedArticleSet."""
 
 
 # --------------------------------------------------------------------------- EFetch
@@ -51,22 +52,23 @@ def iter_efetch(
 ) -> Iterator[Paper]:
     """Yield one :class:`Paper` per PubmedArticle / PubmedBookArticle in an EFetch answer.
 
-    Parses incrementally: each article element is emptied as soon as it is read and unlinked
-    when the next one arrives, so memory is bounded by one article (plus the parser's read-ahead
-    buffer), not by the document. Raises :class:`EFetchError` for an NCBI error
-    document (so an expired WebEnv is not mistaken for "no papers"),
-    :class:`crawler.xmlsafe.UnsafeXMLError` for entity declarations and
-    ``lxml.etree.XMLSyntaxError`` for a broken document (after the papers read before the break).
-    Articles without a PMID are skipped: they cannot be PubMed records. ``read_events``
-    (:func:`spiders.pubmed_events.events_from_article`) fills each paper's ``events`` from
-    the same element, read once.
+    Parses incrementally: each article is emptied once read and unlinked when the next one
+    arrives, so memory is bounded by one article, not by the document. Raises
+    :class:`EFetchError` and nothing else: for an NCBI error document (an expired WebEnv is
+    not "no papers"), entity declarations (``__cause__``: ``UnsafeXMLError``) or a broken
+    document, after the papers before the break. Articles without a PMID are skipped.
+    ``read_events`` (:func:`spiders.pubmed_events.events_from_article`) fills each paper's
+    ``events`` from the same element, read once.
     """
-    for element in _article_elements(source):
-        paper = _read_record(element, source_id)
-        if paper is not None and read_events is not None:
-            paper.events = read_events(element)
-        if paper is not None:
-            yield paper
+    try:
+        for element in _article_elements(source):
+            paper = _read_record(element, source_id)
+            if paper is not None and read_events is not None:
+                paper.events = read_events(element)
+            if paper is not None:
+                yield paper
+    except (UnsafeXMLError, XMLSyntaxError) as exc:  # one documented error (issue 12 A9)
+        raise EFetchError(f"unreadable EFetch answer: {type(exc).__name__}: {exc}") from exc
 
 
 def _article_elements(source: bytes | Readable) -> Iterator[Element]:

@@ -24,6 +24,7 @@ from crawler.topics import TopicMatcher
 from crawler.xmlsafe import UnsafeXMLError
 from spiders.base import TOO_LARGE, ForbiddenAddress, LitwatchSpider, describe_failure
 from spiders.sciencedaily_parse import (
+    UNREADABLE_STORY,
     NewsFeedError,
     NewsItem,
     StoryPageError,
@@ -130,6 +131,8 @@ class ScienceDailySpider(LitwatchSpider):
             papers = parse_story(response.body, story.url, self.source.id)
         except StoryPageError as exc:
             self.fail(f"{story.url}: {exc}")
+            # Followed-and-failed: an unreadable page is not fetched again on every poll.
+            self.report.followed.append((story.url, UNREADABLE_STORY))
             return
         context = " ".join(filter(None, [story.title, story.summary]))
         for paper in papers:

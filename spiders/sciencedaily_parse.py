@@ -33,6 +33,7 @@ from crawler.normalise import clean_doi, doi_key, find_dois, html_to_text, squas
 from spiders.feed_safe import FeedError, safe_feedparser, text_construct
 
 __all__ = [
+    "UNREADABLE_STORY",
     "NewsFeedError",
     "NewsItem",
     "StoryMeta",
@@ -41,6 +42,11 @@ __all__ = [
     "parse_story",
     "story_summary",
 ]
+
+
+#: The DOI count recorded for a story whose page could not be read (``followed_links.dois``):
+#: it is followed-and-failed, never fetched again (issue 12 A9).
+UNREADABLE_STORY = -1
 
 
 class NewsFeedError(ValueError):
@@ -81,8 +87,8 @@ def parse_news_feed(body: bytes, base_url: str) -> list[NewsItem]:
 
     Relative links are resolved against ``base_url``. Entries without an http(s) link are
     skipped: the spider fetches the link next, and a ``javascript:`` or empty link leads
-    nowhere. Raises :class:`crawler.xmlsafe.UnsafeXMLError` when the DOCTYPE declares entities
-    and :class:`NewsFeedError` when the body is not a feed at all.
+    nowhere; so are links longer than :data:`MAX_STORY_URL`. Raises :class:`NewsFeedError`,
+    and nothing else, when the body is not a feed at all or is unsafe (entity declarations).
     """
     # The same hardened entry to feedparser as journal feeds (entity declarations refused
     # after decoding, HTML and JSON refused).
@@ -94,9 +100,14 @@ def parse_news_feed(body: bytes, base_url: str) -> list[NewsItem]:
     return [item for item in items if item is not None]
 
 
+#: The longest story link followed: followed_links.url is String(2000), and a link that cannot
+#: be recorded as followed would be fetched again on every poll (issue 12 A3).
+MAX_STORY_URL = 2000
+
+
 def _news_item(entry: Any) -> NewsItem | None:
     url = squash(entry.get("link"))
-    if not url or urlsplit(url).scheme not in ("http", "https"):
+    if not url or len(url) > MAX_STORY_URL or _scheme(url) not in ("http", "https"):
         return None
     return NewsItem(
         url=url,
@@ -105,6 +116,13 @@ def _news_item(entry: Any) -> NewsItem | None:
         published=_utc(entry.get("published_parsed") or entry.get("updated_parsed")),
         guid=squash(entry.get("id")) or url,
     )
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # "http://[broken": urllib rejects a malformed IPv6 host
+        return ""
 
 
 def _utc(parsed: struct_time | None) -> datetime | None:
@@ -182,6 +200,8 @@ def _parse_page(body: bytes) -> lxml.html.HtmlElement:
         root = lxml.html.document_fromstring(text.encode("utf-8"), parser=parser)
     except (lxml.etree.ParserError, ValueError) as exc:
         raise StoryPageError(f"unparseable story page: {exc}") from exc
+    if root.find("body") is None:  # "<html><head><title id=headline>" (issue 12 A9)
+        raise StoryPageError("no <body>: not a story page")
     landmarks = '//*[@id="headline" or @id="journal_references" or @id="story_text" or @id="text"]'
     if not root.xpath(landmarks):
         raise StoryPageError("no ScienceDaily story landmarks (#headline, #text, ...)")

@@ -17,7 +17,7 @@ import pytest
 
 from crawler.items import Paper
 from spiders.feed_parse import FeedError, FeedResult, parse_feed
-from tests.support.corpus import CORPUS
+from tests.support.corpus import CORPUS, corpus_path
 from tests.support.httpserver import LocalHTTPServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
@@ -133,6 +133,52 @@ def test_sciencedirect_has_no_doi_but_urls_and_no_boilerplate_abstract() -> None
     assert all(p.abstract is None for p in result.papers)
 
 
+def test_sciencedirect_description_gives_date_journal_and_authors() -> None:
+    """Issue 12 B4: all 51 items came out with no authors, no date and the journal
+    "ScienceDirect Publication: ..."; the description's labelled lines name all three."""
+    path = corpus_path("journal_feeds/sciencedirect_molphylevol_rss2_2021-12-21.xml")
+    body = path.read_bytes()
+    papers = parse(body, "https://rss.sciencedirect.com/publication/science/10557903").papers
+    assert len(papers) == 51
+    assert {p.journal for p in papers} == {"Molecular Phylogenetics and Evolution"}
+    # The oracle: the raw "Author(s):" and "Publication date:" lines, read with a regex.
+    printed = grep(r"Author\(s\): ([^<]*)</p>", body)
+    assert [", ".join(p.authors) for p in papers] == [names.strip() for names in printed]
+    assert papers[0].authors == ["David R. Bickel"]
+    assert len(papers[1].authors) == 7 and papers[1].authors[-1] == "Jane Melville"
+    dates = grep(r"Publication date: ([^<]*)</p>", body)
+    expected = {
+        "February 2022": date(2022, 2, 1),
+        "January 2022": date(2022, 1, 1),
+        "Available online 10 December 2021": date(2021, 12, 10),
+        "Available online 15 November 2021": date(2021, 11, 15),
+        "Available online 17 March 2021": date(2021, 3, 17),
+        "Available online 21 December 2021": date(2021, 12, 21),
+    }
+    assert [p.published for p in papers] == [expected[d] for d in dates]
+
+
+def test_sciencedirect_labelled_lines_in_other_shapes() -> None:
+    from spiders.feed_sciencedirect import feed_journal, labelled_fields
+
+    found = labelled_fields(
+        [
+            "Publication date: January–February 2023",
+            "Source: Journal of Autoimmunity, In press, journal pre-proof",
+            "Author(s): Ann Lee, Bo Chen",
+        ]
+    )
+    assert found is not None
+    assert (found.published, found.journal) == (date(2023, 1, 1), "Journal of Autoimmunity")
+    assert found.authors == ["Ann Lee", "Bo Chen"]
+    assert labelled_fields(["An abstract.", "Nothing labelled"]) is None
+    assert labelled_fields(["Publication date: 31 February 2022"]) == type(found)()
+    assert feed_journal("ScienceDirect Publication: Journal of Autoimmunity") == (
+        "Journal of Autoimmunity"
+    )
+    assert feed_journal("bioRxiv") == "bioRxiv"
+
+
 def test_ijsem_doi_taken_from_link_path() -> None:
     body = corpus("journal_feeds/microbiologysociety_ijsem_rss2_2021-12-21.xml")
     result = parse(
@@ -190,8 +236,30 @@ def test_biorxiv_padded_title_and_link_trimmed_and_preprint() -> None:
     assert paper.published == date(2023, 12, 16)
     # Channel-level prism:publicationName, not the feed title "bioRxiv Subject Collection: ...".
     assert paper.journal == "bioRxiv"
-    # "Surname, I." lists are not torn apart at every comma.
-    assert paper.authors and paper.authors[0].startswith("LAPALU, N., SIMON, A.")
+    # One dc:creator holds every author, names and initials split by the same comma: split
+    # into names (issue 12 B3), never torn at every comma.
+    assert paper.authors == [
+        "LAPALU N", "SIMON A", "Lu A", "Plaumann PL", "Amselem J", "Pigne S", "Auger A",
+        "Koch C", "Dallery JF", "O'Connell RJ",
+    ]  # fmt: skip
+
+
+def test_medrxiv_creator_string_is_split_into_authors() -> None:
+    item = (
+        "<item><title>Long COVID in a cohort</title>"
+        "<link>https://www.medrxiv.org/content/10.1101/2024.01.02.24300001v1?rss=1</link>"
+        "<dc:creator>Smith, J. R., van der Berg, A., Nguyen, T.-H., Collaborative Group, "
+        "Doe, J., Jr.</dc:creator></item>"
+    )
+    body = (
+        '<?xml version="1.0"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<channel><title>medRxiv</title>{item}</channel></rss>"
+    ).encode()
+    [paper] = parse(body, "https://connect.medrxiv.org/medrxiv_xml/infectious").papers
+    assert paper.sighting_kind == "preprint"
+    assert paper.authors == [
+        "Smith JR", "van der Berg A", "Nguyen TH", "Collaborative Group", "Doe J Jr",
+    ]  # fmt: skip
 
 
 def test_elsevier_jpeds_bare_dc_identifier_doi() -> None:

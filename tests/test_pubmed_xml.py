@@ -345,15 +345,18 @@ def test_efetch_refuses_entity_declarations() -> None:
     body = (
         b'<!DOCTYPE PubmedArticleSet [<!ENTITY x SYSTEM "file:///etc/passwd">]><PubmedArticleSet/>'
     )
-    with pytest.raises(UnsafeXMLError):
+    # EFetchError is iter_efetch's one error (issue 12 A9); the cause says why.
+    with pytest.raises(EFetchError) as info:
         list(iter_efetch(body, "t"))
+    assert isinstance(info.value.__cause__, UnsafeXMLError)
 
 
 def test_truncated_efetch_yields_what_it_read_then_raises() -> None:
     doc = ("<PubmedArticleSet>" + _article("1") + _article("2")).encode()[:-40]
     found: list[str | None] = []
-    with pytest.raises(lxml.etree.XMLSyntaxError):
+    with pytest.raises(EFetchError) as info:
         found.extend(p.pmid for p in iter_efetch(doc, "t"))
+    assert isinstance(info.value.__cause__, lxml.etree.XMLSyntaxError)
     assert found == ["1"]
 
 

@@ -269,8 +269,15 @@ def test_story_charset_from_meta_and_utf8_default() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"  \n ", b"<html><body><h1>Page Not Found</h1></body></html>"],
-    ids=["empty", "blank", "not-a-story"],
+    [
+        b"",
+        b"  \n ",
+        b"<html><body><h1>Page Not Found</h1></body></html>",
+        # No <body>: lxml's fragment parser raised AssertionError on the head (issue 12 A9).
+        b'<html><head><title id="headline">x</title></head></html>',
+        b'<html><head><meta id="text"><link id="journal_references"></head></html>',
+    ],
+    ids=["empty", "blank", "not-a-story", "head-title-landmark", "head-only-landmarks"],
 )
 def test_non_story_page_is_refused(body: bytes) -> None:
     with pytest.raises(StoryPageError):
@@ -285,3 +292,22 @@ def test_every_story_paper_is_news_with_a_headline(name: str) -> None:
         assert (paper.origin, paper.sighting_kind, paper.source_id) == ("news", "news", SOURCE)
         assert paper.seen_title
         assert paper.abstract is None
+
+
+def test_broken_feed_that_crashed_feedparser_is_a_news_feed_error() -> None:
+    """feedparser itself raised KeyError on this (issue 12 A9)."""
+    with pytest.raises(NewsFeedError):
+        parse_news_feed(b"<channel<item<link</item</link>", FEED_URL)
+
+
+def test_feed_item_with_a_link_too_long_to_record_is_skipped() -> None:
+    """followed_links.url holds 2,000 characters; a longer story link could never be recorded
+    as followed (PostgreSQL refused the run's whole bookkeeping), so it is not followed."""
+    long_link = "https://www.sciencedaily.com/releases/" + "x" * 2000 + ".htm"
+    body = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>SD</title>'
+        f"<item><title>Long</title><link>{long_link}</link></item>"
+        f"<item><title>Fine</title><link>{STORY_URL}</link></item>"
+        "</channel></rss>"
+    ).encode()
+    assert [item.url for item in parse_news_feed(body, FEED_URL)] == [STORY_URL]

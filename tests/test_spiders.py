@@ -258,12 +258,24 @@ def test_story_without_doi_is_kept_as_news(config: Settings) -> None:
     assert spider.report.followed == [(NO_DOI_STORY, 0)]
 
 
-def test_a_page_that_is_no_story_fails_and_is_not_marked_followed(config: Settings) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body><p>Gone</p></body></html>",
+        # No <body>: an AssertionError escaped the parser here (issue 12 A9).
+        b'<html><head><title id="headline">Gone</title></head></html>',
+    ],
+    ids=["no-landmarks", "no-body"],
+)
+def test_a_page_that_is_no_story_fails_and_is_marked_followed_and_failed(
+    config: Settings, body: bytes
+) -> None:
+    """Recorded as followed (DOI count -1), so the next poll does not fetch it again."""
     spider = news_spider(config)
     story = story_item(spider, STORY)
-    page = HtmlResponse(url=STORY, body=b"<html><body><p>Gone</p></body></html>")
+    page = HtmlResponse(url=STORY, body=body)
     assert list(spider.parse_story_page(page, story)) == []
-    assert len(spider.report.failures) == 1 and spider.report.followed == []
+    assert len(spider.report.failures) == 1 and spider.report.followed == [(STORY, -1)]
 
 
 # --- PubMed -----------------------------------------------------------------------------------

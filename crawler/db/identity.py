@@ -1,6 +1,9 @@
 """Identity rules of the paper store, without SQL: how an item becomes a record, when two
 records are one paper, and how fields merge (a more authoritative origin wins; nothing known
 is ever blanked). :mod:`crawler.db.store` applies them inside its transaction.
+
+Every value is bounded to its column here, before any SQL: one over-long field from the
+network must cost at most that field, never the batch it came in (issue 12 A3).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from crawler import normalise
+from crawler.db.models import PaperRow
 from crawler.items import Paper
 
 SCALAR_FIELDS = ("title", "abstract", "journal", "published")
@@ -27,6 +31,28 @@ def _no_nul_list(texts: list[str]) -> list[str]:
     return [_no_nul(t) for t in texts]
 
 
+def column_width(model: Any, name: str) -> int:
+    """The declared width of a ``String(n)`` column of ``model``."""
+    width = model.__table__.c[name].type.length
+    assert isinstance(width, int), f"{model.__tablename__}.{name} has no width"
+    return width
+
+
+_JOURNAL_WIDTH = column_width(PaperRow, "journal")
+
+
+def fit(text: str | None, width: int) -> str | None:
+    """``text`` cut to ``width`` characters (an ellipsis marks the cut), for display fields.
+
+    PostgreSQL refuses a value longer than its ``String(n)`` column, failing the whole
+    batch that holds it (SQLite stores it); a display field such as a journal name is still
+    worth its first words (issue 12 A3). Identifiers are never cut: see ``clean_doi``.
+    """
+    if text is None or len(text) <= width:
+        return text
+    return text[: width - 1].rstrip() + "\u2026"
+
+
 def prepare(item: Paper) -> dict[str, Any]:
     """A paper row (as a dict) from an item: identifiers normalised, fingerprint computed."""
     doi = normalise.clean_doi(item.doi)
@@ -38,7 +64,7 @@ def prepare(item: Paper) -> dict[str, Any]:
         "title": normalise.squash(item.title),
         "title_key": normalise.title_fingerprint(item.title),
         "abstract": _no_nul(item.abstract).strip() or None if item.abstract else None,
-        "journal": normalise.squash(item.journal),
+        "journal": fit(normalise.squash(item.journal), _JOURNAL_WIDTH),
         "published": item.published,
         "year": item.published.year if item.published else None,
         "authors": _no_nul_list(item.authors),

@@ -14,12 +14,14 @@ lock on PostgreSQL. Unique constraints on doi_key, pmid and pmcid remain the las
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from crawler import normalise
@@ -30,6 +32,7 @@ from crawler.db.identity import (
     LIST_FIELDS,
     SCALAR_FIELDS,
     Index,
+    column_width,
     compatible,
     merge_into,
     prepare,
@@ -38,8 +41,11 @@ from crawler.db.identity import (
 from crawler.db.models import DeliveryPaper, PaperRow, PaperTopic, Sighting, utcnow
 from crawler.items import Paper
 
+log = logging.getLogger(__name__)
 #: Arbitrary constant naming litwatch's store lock among PostgreSQL advisory locks.
 PG_STORE_LOCK = 0x6C697477  # "litw"
+#: A sighting URL longer than its column is dropped, not cut: a cut URL leads elsewhere.
+_URL_WIDTH = column_width(Sighting, "url")
 #: Values per IN (...): one look-up per key for a default batch of 500 records, well under the
 #: 999 bound parameters of SQLite before 3.32.
 _IN_CHUNK = 500
@@ -55,17 +61,56 @@ class UpsertResult:
     #: Stored papers folded into another because they turned out to be the same paper.
     collapsed: int = 0
     new_sightings: int = 0
-    #: Paper id for each input item, in input order (``events_only`` items have none).
+    #: Paper id for each stored item, in input order (``events_only`` items and refused
+    #: items have none).
     paper_ids: list[int] = field(default_factory=list)
     #: Events the batch's records reported that were new (crawler.db.events).
     events: int = 0
+    #: Items the database refused, by position in the batch, with its reason.
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
 def upsert(engine: Engine, items: Sequence[Paper], *, now: datetime | None = None) -> UpsertResult:
-    """Store a batch of items in one transaction; see the module docstring."""
+    """Store a batch of items in one transaction; see the module docstring.
+
+    Values are bounded to their columns first (``identity.prepare``). Should the database
+    still refuse a value (``DataError``: one this module does not know to bound), the batch is
+    stored again item by item and only the refused items are lost, each logged and listed in
+    ``rejected``: one bad item costs that item, never its batch (issue 12 A3).
+    """
     if not items:
         return UpsertResult()
     now = now or utcnow()
+    try:
+        return _upsert_batch(engine, items, now)
+    except DataError:
+        if len(items) == 1:
+            raise
+    return _upsert_each(engine, items, now)
+
+
+def _upsert_each(engine: Engine, items: Sequence[Paper], now: datetime) -> UpsertResult:
+    """Store ``items`` one transaction each, skipping those the database refuses."""
+    total = UpsertResult()
+    for position, item in enumerate(items):
+        try:
+            one = _upsert_batch(engine, [item], now)
+        except DataError as exc:
+            reason = f"{type(exc.orig or exc).__name__}: {exc.orig or exc}".splitlines()[0]
+            log.warning("item refused by the database: source=%s url=%s %s",
+                        item.source_id, item.url, reason)  # fmt: skip
+            total.rejected.append((position, reason))
+            continue
+        total.new_paper_ids += one.new_paper_ids
+        total.merged += one.merged
+        total.collapsed += one.collapsed
+        total.new_sightings += one.new_sightings
+        total.paper_ids += one.paper_ids
+        total.events += one.events
+    return total
+
+
+def _upsert_batch(engine: Engine, items: Sequence[Paper], now: datetime) -> UpsertResult:
     papers = [item for item in items if not item.events_only]
     records = [prepare(item) for item in papers]
     learned = [event for item in items for event in item.events]
@@ -301,6 +346,8 @@ def _store_children(
         for topic in item.topics:
             topics[(pid, topic)] = {"paper_id": pid, "topic": topic}
         url = item.url or ""
+        if len(url) > _URL_WIDTH:  # PostgreSQL would refuse the whole batch (issue 12 A3)
+            url = ""
         key = (pid, item.source_id, url)
         if key in sightings:
             continue
