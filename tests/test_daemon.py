@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from crawler.locks import DAEMON_LOCK, NamedLock, daemon_running
 from crawler.schedule import digest_trigger, latest_fire
 from crawler.settings import Settings, load_settings
 from digests import subscribers
+from tests.support import REPO_ROOT
 from tests.support.db import migrated_engine
 from tests.support.smtpserver import LocalSMTPServer
 from tests.support.tcpproxy import TcpProxy
@@ -559,3 +561,52 @@ def test_daemon_stops_when_the_database_stays_away(
     assert cut_daemon.exit_code == daemon_module.EXIT_LOCK_LOST and cut_daemon.stop.is_set()
     assert cut_daemon.exit_reason is not None and "did not answer for" in cut_daemon.exit_reason
     cut_daemon.lock.release()  # a dead connection: never raises
+
+
+# --- Crawl children die with the daemon (issue 12, A11) -------------------------------------------
+
+# A stand-in daemon: a worker thread (as APScheduler's) starts a crawl child through Children
+# and waits for it; the pids are printed for the test, which then SIGKILLs this process.
+ORPHAN_PARENT = """
+import subprocess, sys, threading
+from crawler.daemon.children import Children
+children = Children(threading.Event())
+def job():
+    proc = children.spawn([sys.executable, "-c", "import time; time.sleep(300)"])
+    print(proc.pid, flush=True)
+    proc.wait()
+threading.Thread(target=job).start()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its new parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_crawl_child_dies_with_a_sigkilled_daemon(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        _wait_for(lambda: _gone(child), timeout=5)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
