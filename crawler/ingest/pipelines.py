@@ -126,6 +126,9 @@ class StorePipeline(_SpiderPipeline):
         self.buffer: list[Paper] = []
 
     def process_item(self, item: Paper | PaperBatch) -> Paper | PaperBatch:
+        if self.spider.stopped:  # another crawl may own the source now: store nothing more
+            self.buffer.clear()
+            raise DropItem(self.spider.stopped, log_level="DEBUG")
         papers = item.papers if isinstance(item, PaperBatch) else [item]
         if self.out is not None:
             self.out.writelines(item_json(paper) + "\n" for paper in papers)
@@ -156,6 +159,8 @@ class StorePipeline(_SpiderPipeline):
         report.stored += len(batch)
 
     def close_spider(self) -> None:
+        if self.spider.stopped:
+            self.buffer.clear()  # unsaved poll state: the next poll fetches these again
         self.flush()
         if self.out is not None:
             self.out.flush()
