@@ -245,7 +245,8 @@ def test_read_only_commands_never_create_a_database(db_url: str, tmp_path: Path)
     # A command that writes sets the new database up, and says so.
     added = run(config, "subscribers", "add", "ada@example.org")
     assert added.exit_code == 0, added.output
-    assert f"schema created (revision {head_revision()})" in added.stderr
+    assert f"event=db.schema_created database={db_url.split('://')[0]}" in added.stderr
+    assert f"revision={head_revision()}" in added.stderr
     for args in READ_ONLY:
         assert run(config, *args).exit_code in (0, 1), args  # 1: no paper matches
 

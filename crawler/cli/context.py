@@ -83,13 +83,16 @@ class App:
             except OperationalError as exc:
                 fail(database_message(engine, exc))
             self.__dict__["_schema_ok"] = True
-            if created:  # a command that writes set up a new database: say so
+            if created:  # a command that writes set up a new database: say so (a log
+                # line, so that the daemon's stderr stays one key=value line per event)
+                import logging
+
                 from crawler.db.engine import describe_url
 
-                click.echo(
-                    f"litwatch: new database {describe_url(engine)}: "
-                    f"schema created (revision {created})",
-                    err=True,
+                logging.getLogger("litwatch.db").info(
+                    "event=db.schema_created database=%s revision=%s",
+                    describe_url(engine),
+                    created,
                 )
         return engine
 
