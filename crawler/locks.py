@@ -10,17 +10,32 @@ server frees it when that process dies, so a crash never leaves a stale lock beh
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # SQLAlchemy is imported when a lock is taken, not with this module
     from sqlalchemy import Engine
+
+#: How often a lock that guards long work (a crawl's sources, the daemon) is checked: at
+#: most this long can pass between losing a lock and stopping what it guarded.
+CHECK_EVERY = 5.0
+#: Seconds between two attempts to take a lost lock back.
+REGAIN_POLL = 0.5
+
+#: The backend holding a two-key advisory lock (objsubid 2 marks the two-key form).
+_HOLDER_SQL = (
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND classid::bigint = :c AND objid::bigint = :k AND objsubid = 2"
+)
 
 #: First key of litwatch's two-key PostgreSQL advisory locks ("litw").
 PG_LOCK_CLASS = 0x6C697477 & 0x7FFFFFFF
@@ -52,6 +67,10 @@ class NamedLock:
         self.name = name
         self._conn: Any = None
         self._fd: int | None = None
+        #: Set when :meth:`alive` found the lock gone (until :meth:`regain` takes it back).
+        self.lost = False
+        #: The PostgreSQL backend holding the lock at the last attempt (ours when we got it).
+        self._holder: int | None = None
 
     @property
     def held(self) -> bool:
@@ -81,12 +100,18 @@ class NamedLock:
     def _try_pg(self) -> bool:
         from sqlalchemy import text
 
+        keys = {"c": PG_LOCK_CLASS, "k": pg_key(self.name)}
         conn = self.engine.connect()
-        got = conn.execute(
-            text("SELECT pg_try_advisory_lock(:c, :k)"),
-            {"c": PG_LOCK_CLASS, "k": pg_key(self.name)},
-        ).scalar()
-        conn.commit()
+        try:
+            got, pid = conn.execute(
+                text("SELECT pg_try_advisory_lock(:c, :k), pg_backend_pid()"), keys
+            ).one()
+            # Who holds it: after a cut, our own dead session may hold it a moment longer.
+            self._holder = pid if got else conn.execute(text(_HOLDER_SQL), keys).scalar()
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
         if got:
             self._conn = conn
             return True
@@ -108,7 +133,11 @@ class NamedLock:
 
     def alive(self) -> bool:
         """Whether the lock is still held. A PostgreSQL advisory lock dies with its connection
-        (a server restart, a network cut) without telling us; a file lock cannot be lost."""
+        (a server restart, a network cut) without telling us; a file lock cannot be lost.
+
+        A lock found dead is forgotten (its connection closed, :attr:`lost` set): the holder
+        must stop what the lock guarded or :meth:`regain` it, never carry on.
+        """
         if self._conn is None:
             return self._fd is not None
         from sqlalchemy import text
@@ -117,22 +146,65 @@ class NamedLock:
             self._conn.execute(text("SELECT 1"))
             self._conn.commit()
         except Exception:  # any failure means the session, and so the lock, is gone
+            self._drop()
+            self.lost = True
             return False
         return True
 
+    def regain(self, wait: float, stop: threading.Event | None = None) -> str:
+        """After a loss, take the lock again: "regained", "taken" (another process holds it
+        now) or "unreachable" (no connection for ``wait`` seconds; "stopped" when ``stop`` is
+        set meanwhile). A database that restarts is back within a few seconds."""
+        deadline = time.monotonic() + wait
+        ours = self._holder  # the session that held the lock before the cut
+        while True:
+            try:
+                if self._try():
+                    self.lost = False
+                    return "regained"
+                if self._holder != ours or ours is None:
+                    return "taken"
+                # Our own dead session still holds it (the server has not noticed the cut):
+                # end it; only its owner may, and nobody else can be holding this lock.
+                self._end_session(ours)
+            except Exception:  # connection refused, reset...: the server is not back yet
+                self._drop()
+            if stop is not None and stop.is_set():
+                return "stopped"
+            if time.monotonic() >= deadline:
+                return "unreachable"
+            time.sleep(REGAIN_POLL)
+
+    def _end_session(self, pid: int) -> None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            conn.commit()
+
+    def _drop(self) -> None:
+        """Forget a dead connection (closing it may fail too: it is dead)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def release(self) -> None:
+        """Give the lock back; never raises for a connection that died meanwhile (the server
+        freed the lock with it)."""
         if self._conn is not None:
             from sqlalchemy import text
 
-            try:
+            # A dead session took the lock with it: nothing to give back then.
+            with contextlib.suppress(Exception):
                 self._conn.execute(
                     text("SELECT pg_advisory_unlock(:c, :k)"),
                     {"c": PG_LOCK_CLASS, "k": pg_key(self.name)},
                 )
                 self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
+            self._drop()
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -148,6 +220,42 @@ class NamedLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+class LockWatch:
+    """Checks held locks every ``every`` seconds in a thread and reports each one lost.
+
+    ``on_lost(name)`` is called once per lost lock, from the watching thread. Stop the watch
+    before releasing its locks (``stop`` waits for a check in progress).
+    """
+
+    def __init__(
+        self, locks: list[NamedLock], on_lost: Callable[[str], None], every: float = CHECK_EVERY
+    ) -> None:
+        self.locks = list(locks)
+        self.on_lost = on_lost
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-watch", daemon=True)
+
+    def start(self) -> LockWatch:
+        if any(lock._conn is not None for lock in self.locks):  # only PostgreSQL locks die
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for lock in list(self.locks):
+                if self._stop.is_set():
+                    return
+                if not lock.alive():
+                    self.locks.remove(lock)
+                    self.on_lost(lock.name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def pg_key(name: str) -> int:

@@ -39,6 +39,7 @@ from crawler.settings_model import (
     SourceSettings,
     TopicSettings,
     WebSettings,
+    _scrub,
     parse_duration,
 )
 
@@ -192,15 +193,86 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        secrets = [v for v in (environ.get(n) for n in SECRET_ENV) if v]
+        where = _Origin(data, user, user_path, env_used, secrets)
+        raise ConfigError(where.line(exc.errors()[0])) from None
+
+
+class _Origin:
+    """What an error line needs to know: the merged data and where each part came from."""
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        user: dict[str, Any],
+        user_path: Path | None,
+        env: set[str],
+        secrets: list[str],
+    ) -> None:
+        self.data, self.user, self.user_path = data, user, user_path
+        self.env, self.secrets = env, secrets
+
+    def line(self, err: Any) -> str:
+        """One line whatever the validator said (the CLI prints it as the whole diagnosis):
+        the file or variable, the source, the key, the complaint and the value given."""
         loc = tuple(err["loc"])
         located = (err.get("ctx") or {}).get("error")
         if isinstance(located, LocatedError):
             loc = (*loc, *located.loc)
-        where = _where(loc, user, user_path, env_used)
-        msg = err["msg"].removeprefix("Value error, ")
+        where = _where(loc, self.user, self.user_path, self.env)
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split())
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        # One line whatever the validator said: the CLI prints it as the whole diagnosis.
-        msg = " ".join(msg.split())
-        raise ConfigError(f"config error in {where}: {_loc_text(loc)}: {msg}") from None
+            msg = "unknown key"  # an unknown key's value says nothing more
+        else:
+            found, value = _at(self.data, loc)
+            if found and isinstance(value, str) and value and value in msg:
+                msg = msg.replace(value, _scrub(value, self.secrets))  # a validator quoted it
+            msg += _given(self.data, loc, self.secrets, msg)
+        return f"config error in {where}: {_source(self.data, loc, msg)}{_loc_text(loc)}: {msg}"
+
+
+#: How much of a bad value an error line quotes.
+GIVEN_MAX = 60
+#: Keys whose values are never quoted (a secret typed into the file by mistake).
+_SECRET_KEY = re.compile(r"password|secret|token|api_?key", re.IGNORECASE)
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
+    """The value at ``loc`` in the merged configuration: (found, value)."""
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, node
+
+
+def _given(data: dict[str, Any], loc: tuple[Any, ...], secrets: list[str], msg: str) -> str:
+    """`` (given: 'gopher')``: the value at fault, truncated, secrets and URL passwords masked;
+    empty when there is no single value to show (a missing key, a whole table) or when the
+    message already quotes it."""
+    found, value = _at(data, loc)
+    tables = isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    if not found or isinstance(value, dict) or tables:
+        return ""
+    if any(_SECRET_KEY.search(str(part)) for part in loc):
+        return " (given: ***)"
+    shown = repr(_scrub(value, secrets))
+    if len(shown) > GIVEN_MAX:
+        shown = shown[: GIVEN_MAX - 3] + "..."
+    if shown in msg:
+        return ""
+    return f" (given: {shown})"
+
+
+def _source(data: dict[str, Any], loc: tuple[Any, ...], msg: str) -> str:
+    """``source 'x': `` for an error under ``[[sources]]`` whose item has a usable id."""
+    if len(loc) < 2 or loc[0] != "sources" or not isinstance(loc[1], int):
+        return ""
+    found, item = _at(data, loc[:2])
+    source_id = item.get("id") if found and isinstance(item, dict) else None
+    if not isinstance(source_id, str) or not source_id.strip():
+        return ""
+    label = f"source {_scrub(source_id[:GIVEN_MAX], [])!r}"
+    return "" if label in msg else f"{label}: "

@@ -102,6 +102,9 @@ class LitwatchSpider(scrapy.Spider):
         self.config = config
         self.state = state
         self.report = PollReport()
+        #: Why the runner stopped this source before its end (its lock was lost): from then
+        #: on nothing of it is stored.
+        self.stopped: str | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:

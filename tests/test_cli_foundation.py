@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from crawler.cli.app import cli
 from crawler.db import engine as engine_module
 from crawler.db import meta
-from crawler.db.engine import make_engine
+from crawler.db.engine import make_engine, table_names
 from crawler.db.migrate import _config, head_revision
 from crawler.db.store import upsert
 from crawler.items import Paper
@@ -194,10 +194,62 @@ def test_db_upgrade_twice_and_current(db_url: str, tmp_path: Path) -> None:
     assert "up to date" in current.stdout and head_revision() in current.stdout
 
 
-def test_db_current_on_empty_database(sqlite_url: str, tmp_path: Path) -> None:
-    result = run(write_config(tmp_path, sqlite_url), "db", "current")
-    assert result.exit_code == 0
-    assert "(none)" in result.stdout and "litwatch db upgrade" in result.stdout
+def test_db_current_on_empty_database(db_url: str, tmp_path: Path) -> None:
+    # Issue 12, B9: a schema that is missing (or behind) is not "current": exit 2.
+    result = run(write_config(tmp_path, db_url), "db", "current")
+    assert result.exit_code == 2
+    assert "litwatch db upgrade" in result.stdout
+    assert "(none)" in result.stdout or "no database yet" in result.stdout
+    assert not (tmp_path / "litwatch-test.db").exists()  # SQLite: nothing created
+    if db_url.startswith("postgresql"):
+        engine = make_engine(db_url)
+        try:
+            assert table_names(engine) == []
+        finally:
+            engine.dispose()
+
+
+def test_db_current_on_an_older_revision_exits_2(engine: Engine, tmp_path: Path) -> None:
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.stamp(cfg, "base")
+    result = run(write_config(tmp_path, url_of(engine)), "db", "current")
+    assert result.exit_code == 2 and "behind: run `litwatch db upgrade`" in result.stdout
+
+
+READ_ONLY = (
+    ["status", "--json"],
+    ["papers", "list"],
+    ["papers", "show", "10.1172/JCI144201"],
+    ["papers", "export", "--format", "csv"],
+    ["subscribers", "list"],
+)
+
+
+def test_read_only_commands_never_create_a_database(db_url: str, tmp_path: Path) -> None:
+    """Issue 12, B9: they say what to run, exit 2, and leave the database as it was."""
+    config = write_config(tmp_path, db_url)
+    for args in READ_ONLY:
+        result = run(config, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stdout == ""
+        assert "run `litwatch db upgrade`" in one_line_error(result), args
+    assert run(config, "config", "show").exit_code == 0  # needs no database at all
+    assert not (tmp_path / "litwatch-test.db").exists()
+    if db_url.startswith("postgresql"):
+        engine = make_engine(db_url)
+        try:
+            assert table_names(engine) == []
+        finally:
+            engine.dispose()
+    # A command that writes sets the new database up, and says so.
+    added = run(config, "subscribers", "add", "ada@example.org")
+    assert added.exit_code == 0, added.output
+    assert f"event=db.schema_created database={db_url.split('://')[0]}" in added.stderr
+    assert f"revision={head_revision()}" in added.stderr
+    for args in READ_ONLY:
+        assert run(config, *args).exit_code in (0, 1), args  # 1: no paper matches
 
 
 def test_older_revision_asks_for_upgrade(engine: Engine, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,12 +25,13 @@ from pathlib import Path
 import pytest
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import make_url
 
 import crawler.daemon.jobs as jobs_module
 import crawler.daemon.scheduler as daemon_module
 from crawler.daemon.children import crawl_command
 from crawler.daemon.scheduler import Daemon, DaemonBusy
-from crawler.db.engine import transaction
+from crawler.db.engine import make_engine, transaction
 from crawler.db.meta import (
     DIGEST_DONE_KEY,
     mark_digest_done,
@@ -42,8 +44,10 @@ from crawler.locks import DAEMON_LOCK, NamedLock, daemon_running
 from crawler.schedule import digest_trigger, latest_fire
 from crawler.settings import Settings, load_settings
 from digests import subscribers
+from tests.support import REPO_ROOT
 from tests.support.db import migrated_engine
 from tests.support.smtpserver import LocalSMTPServer
+from tests.support.tcpproxy import TcpProxy
 
 CONFIG = """
 [database]
@@ -484,3 +488,125 @@ def test_run_left_open_by_a_child_ended_by_sigterm_is_closed(
         [row] = conn.execute(select(CrawlRun.status, CrawlRun.error, CrawlRun.finished_at)).all()
     assert row.status == "failed" and row.error == "interrupted (exit -15)"
     assert row.finished_at is not None
+
+
+# --- A lost database connection (issue 12, A10) ---------------------------------------------------
+
+
+@pytest.fixture
+def proxied(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """A PostgreSQL URL through a local TCP proxy whose connections the test can cut."""
+    migrated_engine(pg_url).dispose()
+    target = make_url(pg_url)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        yield proxy, proxy.url_for(pg_url)
+
+
+@pytest.fixture
+def cut_daemon(tmp_path: Path, proxied: tuple[TcpProxy, str]) -> Iterator[Daemon]:
+    """A daemon holding its lock over the proxy."""
+    _proxy, url = proxied
+    engine = make_engine(url)
+    d = Daemon(make_settings(tmp_path, url), engine, None)
+    assert d.acquire(standby=False)
+    yield d
+    d.lock.release()
+    engine.dispose()
+
+
+def test_daemon_takes_its_lock_back_after_the_connection_is_cut(
+    cut_daemon: Daemon, proxied: tuple[TcpProxy, str], pg_url: str
+) -> None:
+    proxy, _url = proxied
+    assert proxy.sever() >= 1  # as a PostgreSQL restart does
+    cut_daemon.check_lock()
+    assert not cut_daemon.stop.is_set() and cut_daemon.exit_code == 0
+    assert cut_daemon.lock.alive()
+    direct = make_engine(pg_url)
+    try:
+        assert not NamedLock(direct, DAEMON_LOCK).acquire()  # ours again, nobody else's
+    finally:
+        direct.dispose()
+
+
+def test_daemon_stops_when_another_took_its_lock(
+    cut_daemon: Daemon, proxied: tuple[TcpProxy, str], pg_url: str
+) -> None:
+    proxy, _url = proxied
+    proxy.sever()
+    direct = make_engine(pg_url)
+    other = NamedLock(direct, DAEMON_LOCK)
+    try:
+        # The server frees the lock once it notices the dead session (at once, on a reset).
+        assert other.acquire(blocking=True, timeout=10)
+        cut_daemon.check_lock()
+        assert cut_daemon.stop.is_set() and cut_daemon.exit_code == daemon_module.EXIT_LOCK_LOST
+        assert cut_daemon.exit_reason is not None
+        assert "another daemon holds it" in cut_daemon.exit_reason
+    finally:
+        other.release()
+        direct.dispose()
+
+
+def test_daemon_stops_when_the_database_stays_away(
+    cut_daemon: Daemon, proxied: tuple[TcpProxy, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_module, "LOCK_REGAIN_WAIT", 1.5)
+    proxy, _url = proxied
+    proxy.refuse()
+    proxy.sever()
+    started = time.monotonic()
+    cut_daemon.check_lock()
+    assert 1.5 <= time.monotonic() - started < 10
+    assert cut_daemon.exit_code == daemon_module.EXIT_LOCK_LOST and cut_daemon.stop.is_set()
+    assert cut_daemon.exit_reason is not None and "did not answer for" in cut_daemon.exit_reason
+    cut_daemon.lock.release()  # a dead connection: never raises
+
+
+# --- Crawl children die with the daemon (issue 12, A11) -------------------------------------------
+
+# A stand-in daemon: a worker thread (as APScheduler's) starts a crawl child through Children
+# and waits for it; the pids are printed for the test, which then SIGKILLs this process.
+ORPHAN_PARENT = """
+import subprocess, sys, threading
+from crawler.daemon.children import Children
+children = Children(threading.Event())
+def job():
+    proc = children.spawn([sys.executable, "-c", "import time; time.sleep(300)"])
+    print(proc.pid, flush=True)
+    proc.wait()
+threading.Thread(target=job).start()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its new parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_crawl_child_dies_with_a_sigkilled_daemon(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_PARENT],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not _gone(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        _wait_for(lambda: _gone(child), timeout=5)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()

@@ -23,14 +23,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
 
-from crawler.db.engine import transaction
+from crawler.daemon.scheduler import EXIT_LOCK_LOST
+from crawler.db.engine import make_engine, transaction
 from crawler.db.models import CrawlRun, Delivery
+from crawler.locks import DAEMON_LOCK, NamedLock
 from digests import subscribers
 from tests.support import REPO_ROOT
 from tests.support.db import migrated_engine
 from tests.support.httpserver import LocalHTTPServer
 from tests.support.smtpserver import LocalSMTPServer
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -456,3 +460,50 @@ def test_log_level_from_config_and_from_the_command_line(
     wait_until(lambda: status_json(config)["daemon"]["running"], 30, "the quiet daemon")
     assert quiet.terminate()[0] == 0
     assert quiet.log.strip() == ""
+
+
+# --- PostgreSQL restarts under the daemon (issue 12, A10) ----------------------------------------
+
+
+@pytest.fixture
+def proxied_pg(pg_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """The test PostgreSQL (migrated) behind a local TCP proxy whose connections can be cut."""
+    migrated_engine(pg_url).dispose()
+    target = make_url(pg_url)
+    with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        yield proxy, proxy.url_for(pg_url)
+
+
+def test_daemon_survives_a_cut_connection_and_stops_when_another_took_its_lock(
+    tmp_path: Path,
+    pg_url: str,
+    proxied_pg: tuple[TcpProxy, str],
+    daemons: Callable[..., Running],
+) -> None:
+    proxy, url = proxied_pg
+    config = write_config(tmp_path, url, [])
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for_log("event=daemon.started")
+    # A restart of the server: every connection drops, new ones get through at once.
+    assert proxy.sever() >= 1
+    daemon.wait_for_log("event=daemon.lock_regained", timeout=20)
+    assert daemon.proc.poll() is None
+    # Cut again, and this time another daemon gets the lock first (a standby taking over).
+    direct = make_engine(pg_url)
+    other = NamedLock(direct, DAEMON_LOCK)
+    try:
+        proxy.refuse()
+        proxy.sever()
+        assert other.acquire(blocking=True, timeout=10)
+        proxy.accept()
+        code = daemon.proc.wait(timeout=30)
+    finally:
+        other.release()
+        direct.dispose()
+    log = daemon.log
+    assert code == EXIT_LOCK_LOST, log
+    assert "Traceback" not in log
+    assert log.rstrip().splitlines()[-1] == (
+        "litwatch: daemon stopped: lost the daemon lock (database connection lost) and "
+        "another daemon holds it now"
+    )

@@ -289,3 +289,65 @@ def test_redacted_keeps_plain_urls() -> None:
     data = load_settings(None, environ={}).redacted()
     assert data["database"]["url"] == Settings().database.url
     assert data["secrets"]["NCBI_API_KEY"] in {"set (hidden)", "not set"}
+
+
+# --- errors quote the value given and name the source (issue 12, B11) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '[[sources]]\nid = "x"\nkind = "gopher"\nurl = "https://x.org/"\n',
+            "source 'x': sources[0].kind: Input should be 'pubmed', 'feed' or 'sciencedaily'"
+            " (given: 'gopher')",
+        ),
+        (
+            '[[sources]]\nid = "a"\nkind = "feed"\nurl = "https://a.org/"\n'
+            '[[sources]]\nid = "b"\nkind = "feed"\nurl = "https://b.org/"\nenabled = "often"\n',
+            "source 'b': sources[1].enabled: Input should be a valid boolean, unable to "
+            "interpret input (given: 'often')",
+        ),
+        (
+            '[[sources]]\nid = "f"\nkind = "feed"\nurl = "https://x.org/"\ntopics = ["lupus"]\n',
+            "(given: ['lupus'])",
+        ),
+        ('[email.smtp]\nport = "five"\n', "email.smtp.port: Input should be a valid integer"),
+        ('[email]\nbackend = "sendmail"\n', "(given: 'sendmail')"),
+        ('[crawl]\nobey_robots = "maybe"\n', "(given: 'maybe')"),
+        ('[web]\nbase_url = "gopher://example.org"\n', "got 'gopher://example.org'"),
+        ("[email.smtp]\nport = 1.5\n", "fractional part (given: 1.5)"),
+    ],
+)
+def test_errors_quote_the_value_and_the_source(tmp_path: Path, body: str, expected: str) -> None:
+    assert expected in error_of(write(tmp_path, body))
+
+
+def test_error_value_is_quoted_once(tmp_path: Path) -> None:
+    """A message that already quotes the value (or the source) does not repeat it."""
+    body = '[[sources]]\nid = "f"\nkind = "feed"\nurl = "https://x.org/"\ninterval = "soon"\n'
+    message = error_of(write(tmp_path, body))
+    assert message.count("'soon'") == 1 and "source 'f': sources[0].interval" in message
+    body = '[[sources]]\nid = "pm"\nkind = "pubmed"\n'
+    message = error_of(write(tmp_path, body))
+    assert message.count("'pm'") == 1 and "given" not in message  # a whole table: no value
+
+
+def test_error_value_is_truncated_and_masked(tmp_path: Path) -> None:
+    long = "x" * 500
+    message = error_of(write(tmp_path, f'[email]\nbackend = "{long}"\n'))
+    assert "(given: 'xxxx" in message and long not in message and len(message) < 300
+    url = "postgresql+psycopg://ops:hunter2@db.example.org/litwatch"
+    message = error_of(write(tmp_path, f"[database]\nurl = {json.dumps(url)}\nulr = 1\n"))
+    assert "hunter2" not in message
+    message = error_of(None, {"LITWATCH_WEB_BASE_URL": "ftp://u:pw-123@example.org/"})
+    assert "'ftp://u:***@example.org/'" in message and "pw-123" not in message
+    # A secret's value, wherever it turns up, is masked too.
+    environ = {"LITWATCH_SECRET_KEY": APP_SECRET, "LITWATCH_EMAIL_BACKEND": APP_SECRET}
+    message = error_of(None, environ)
+    assert APP_SECRET not in message and "(given: '***')" in message
+
+
+def test_error_for_a_source_without_an_id_names_no_source(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, '[[sources]]\nkind = "gopher"\nurl = "https://x.org/"\n'))
+    assert message.endswith("sources[0].id: Field required")

@@ -59,7 +59,8 @@ class App:
         return settings
 
     def engine(self, *, schema: bool = True) -> Engine:
-        """The database engine; with ``schema`` the schema is checked (a new database is set up)."""
+        """The database engine; with ``schema`` the schema is checked, and a new, empty
+        database is set up (for commands that write; readers use :meth:`read_engine`)."""
         from sqlalchemy.exc import OperationalError
 
         from crawler.db.engine import DatabaseError, make_engine
@@ -76,13 +77,33 @@ class App:
         engine: Engine = self.__dict__["_engine"]
         if schema and not self.__dict__.get("_schema_ok"):
             try:
-                ensure_schema(engine)
+                created = ensure_schema(engine)
             except DatabaseError as exc:
                 fail(str(exc))
             except OperationalError as exc:
                 fail(database_message(engine, exc))
             self.__dict__["_schema_ok"] = True
+            if created:  # a command that writes set up a new database: say so (a log
+                # line, so that the daemon's stderr stays one key=value line per event)
+                import logging
+
+                from crawler.db.engine import describe_url
+
+                logging.getLogger("litwatch.db").info(
+                    "event=db.schema_created database=%s revision=%s",
+                    describe_url(engine),
+                    created,
+                )
         return engine
+
+    def read_engine(self) -> Engine:
+        """The engine for a command that only reads: the database must exist at this
+        litwatch's schema. It is checked through :meth:`reader` first, so nothing (not even
+        an empty SQLite file) is ever created or migrated; otherwise the command ends with
+        what to run (exit 2 for a database without the schema)."""
+        with self.reader():
+            pass
+        return self.engine(schema=False)
 
     @contextmanager
     def reader(self) -> Iterator[Reader]:

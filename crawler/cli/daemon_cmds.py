@@ -32,7 +32,9 @@ def run(app: App, standby: bool, with_web: bool, test_digest_cron: str | None) -
     """Run the daemon: crawl each source on its interval and send the digest on its schedule.
 
     One daemon per database; stop it with SIGTERM or Ctrl-C (it exits 0 after finishing the
-    message or crawl in progress). Logs go to stderr, one key=value line per event.
+    message or crawl in progress). Logs go to stderr, one key=value line per event. A daemon
+    that loses its database lock and cannot take it back exits 75: let systemd or the
+    container engine restart it.
 
     \b
     Examples:
@@ -59,6 +61,8 @@ def run(app: App, standby: bool, with_web: bool, test_digest_cron: str | None) -
         fail(f"{exc}; use --standby to wait for it", EXIT_FAILURE)
     except OSError as exc:  # e.g. --web and its port is taken (the daemon has stopped by now)
         fail(str(exc), EXIT_FAILURE)
+    if daemon.exit_reason:  # stopped on its own: one line, and a status asking for a restart
+        fail(f"daemon stopped: {daemon.exit_reason}", code)
     sys.exit(code)
 
 

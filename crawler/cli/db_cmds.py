@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from crawler.cli.context import App, pass_app
+from crawler.cli.context import EXIT_FAILURE, EXIT_USAGE, App, pass_app
 
 
 @click.group()
@@ -43,25 +46,52 @@ def db_upgrade(app: App, revision: str) -> None:
 def db_current(app: App) -> None:
     """Show the database's schema revision and the one this litwatch needs.
 
+    Exits 0 when they match, 2 when the database is missing, empty or behind (run
+    ``litwatch db upgrade``), 1 when a newer litwatch migrated it. Nothing is created.
+
     \b
     Example:
-      litwatch db current
+      litwatch db current || litwatch db upgrade
     """
     from crawler.db.engine import describe_url
     from crawler.db.migrate import current_revision, head_revision, known_revision
+    from crawler.settings_model import mask_url
 
+    head = head_revision()
+    url = app.settings.database.url
+    if _sqlite_file_missing(url):  # opening it would create it
+        click.echo(
+            f"{mask_url(url)}: no database yet, code needs {head} (run `litwatch db upgrade`)"
+        )
+        sys.exit(EXIT_USAGE)
     engine = app.engine(schema=False)
     current = current_revision(engine)
-    head = head_revision()
+    code = 0
     if current == head:
         state = "up to date"
     elif current is not None and not known_revision(current):
-        state = "migrated by a newer litwatch: upgrade litwatch itself"
+        state, code = "migrated by a newer litwatch: upgrade litwatch itself", EXIT_FAILURE
     else:
-        state = "behind: run `litwatch db upgrade`"
+        state, code = "behind: run `litwatch db upgrade`", EXIT_USAGE
     click.echo(
         f"{describe_url(engine)}: revision {current or '(none)'}, code needs {head} ({state})"
     )
+    sys.exit(code)
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite database file that does not exist."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # the engine says what is wrong with it
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return False
+    return not database.startswith("file:") and not Path(database).expanduser().exists()
 
 
 COMMANDS = [db]

@@ -123,7 +123,7 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
     from crawler.db.queries import find_paper, record, sightings_of, topics_of
     from crawler.events import label_of
 
-    engine = app.engine()
+    engine = app.read_engine()
     with transaction(engine) as session:
         paper = find_paper(session, ident)
         if paper is None:
@@ -215,7 +215,7 @@ def papers_export(
     from crawler.export import write_records
 
     _check_topic(app, topic)
-    engine = app.engine()
+    engine = app.read_engine()
     stream = sys.stdout
     if isinstance(stream, io.TextIOWrapper):
         stream.reconfigure(newline="", encoding="utf-8")  # CSV and RIS write their own CRLF

@@ -88,7 +88,7 @@ def subscribers_list(app: App, show_all: bool, as_json: bool) -> None:
     from crawler.db.engine import transaction
     from digests import subscribers as subs
 
-    engine = app.engine()
+    engine = app.read_engine()
     with transaction(engine) as session:
         rows = subs.listing(session, active_only=not show_all)
     if as_json:

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import FrameType
@@ -47,7 +48,7 @@ from crawler.db import meta as meta_store
 from crawler.db import polls
 from crawler.db.engine import describe_url
 from crawler.db.models import utcnow
-from crawler.locks import DAEMON_LOCK, NamedLock, crawl_lock
+from crawler.locks import CHECK_EVERY, DAEMON_LOCK, NamedLock, crawl_lock
 from crawler.schedule import crawl_trigger, digest_trigger, first_crawl, missed_digest
 from crawler.settings import Settings
 
@@ -68,6 +69,12 @@ LOCK_PROBE_WAIT = 1.0
 #: How often a standby daemon tries the lock.
 STANDBY_POLL = 1.0
 CRAWL_WORKERS = 4
+#: How long a daemon that lost its lock tries to take it back (a PostgreSQL restart is
+#: back within seconds) before it stops.
+LOCK_REGAIN_WAIT = 30.0
+#: The exit status of a daemon that lost its lock and stopped (EX_TEMPFAIL: try again;
+#: systemd's Restart=on-failure and a container's --restart on-failure start it again).
+EXIT_LOCK_LOST = 75
 
 
 class DaemonBusy(Exception):
@@ -104,6 +111,9 @@ class Daemon(Jobs):
         #: Extra services (the web pages) started once the lock is held, stopped with us.
         self.services: list[Callable[[], threading.Thread]] = []
         self.extra_threads: list[threading.Thread] = []
+        #: Why the daemon stopped on its own (None: asked to stop), and its exit status.
+        self.exit_reason: str | None = None
+        self.exit_code = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -145,7 +155,8 @@ class Daemon(Jobs):
         return f"another litwatch daemon is running against {describe_url(self.engine)}{where}"
 
     def run(self, *, standby: bool = False) -> int:
-        """Run until SIGTERM/SIGINT; return the exit status (0)."""
+        """Run until SIGTERM/SIGINT (exit status 0) or a lost lock (:data:`EXIT_LOCK_LOST`,
+        the reason in :attr:`exit_reason`)."""
         self.install_signals()
         if not self.acquire(standby=standby):
             return 0
@@ -160,11 +171,15 @@ class Daemon(Jobs):
                 describe_url(self.engine),
             )
             self.heartbeat()
-            while not self.stop.wait(HEARTBEAT):
-                self.heartbeat()
+            beat = time.monotonic()
+            while not self.stop.wait(CHECK_EVERY):
+                self.check_lock()
+                if not self.stop.is_set() and time.monotonic() - beat >= HEARTBEAT:
+                    self.heartbeat()
+                    beat = time.monotonic()
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _start_scheduler(self) -> None:
         sched = BackgroundScheduler(
@@ -260,6 +275,8 @@ class Daemon(Jobs):
                 # return once their subprocess is gone), so this wait is short.
                 self.scheduler.shutdown(wait=True)
             self.write_meta(running=False)
+        except Exception as exc:  # the database may be gone (the reason we stop): one line
+            log.warning("event=daemon.stop_record_failed error=%r", first_line(exc))
         finally:
             self.lock.release()
         log.info("event=daemon.stopped")
@@ -300,17 +317,46 @@ class Daemon(Jobs):
             meta_store.write_daemon_record(self.engine, info)
 
     def heartbeat(self) -> None:
-        """Refresh the daemon record; a failure is logged, never fatal.
-
-        Losing the one-daemon lock is fatal, though: a standby may already have taken over,
-        and two schedulers must never run against one database.
-        """
-        if self.lock.held and not self.lock.alive():
-            log.error("event=daemon.lock_lost action=stopping")
-            self.stop.set()
-            return
+        """Refresh the daemon record; a failure is logged, never fatal."""
         try:
             self.write_meta(running=True)
             log.debug("event=daemon.heartbeat")
-        except Exception as exc:  # a locked database must not kill the daemon
-            log.warning("event=daemon.heartbeat_failed error=%r", str(exc))
+        except Exception as exc:  # a locked or unreachable database must not kill the daemon
+            log.warning("event=daemon.heartbeat_failed error=%r", first_line(exc))
+
+    def check_lock(self) -> None:
+        """Make sure the one-daemon lock is still ours (main loop only).
+
+        Two schedulers must never run against one database, and a PostgreSQL advisory lock
+        dies silently with its connection (a server restart, a network cut). A lost lock is
+        taken back at once when the database answers and nobody else took it: no job starts
+        meanwhile (the scheduler is paused). Otherwise the daemon stops with
+        :data:`EXIT_LOCK_LOST` and one line saying why, for systemd or the container engine
+        to start it again.
+        """
+        if not self.lock.held or self.lock.alive():
+            return
+        log.error("event=daemon.lock_lost action=regaining wait=%.0fs", LOCK_REGAIN_WAIT)
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+        outcome = self.lock.regain(LOCK_REGAIN_WAIT, self.stop)
+        if outcome == "regained":
+            log.warning("event=daemon.lock_regained")
+            if self.scheduler is not None and self.scheduler.running and not self.stop.is_set():
+                self.scheduler.resume()
+            return
+        if outcome != "stopped":
+            self.exit_reason = "lost the daemon lock (database connection lost) and " + (
+                "another daemon holds it now"
+                if outcome == "taken"
+                else f"the database did not answer for {LOCK_REGAIN_WAIT:.0f}s"
+            )
+            self.exit_code = EXIT_LOCK_LOST
+            log.error("event=daemon.lock_lost action=stopping outcome=%s", outcome)
+        self.stop.set()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error (the driver's, without SQLAlchemy's SQL and links)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -95,19 +95,20 @@ def _unknown(engine: Engine, revision: str) -> str:
     )
 
 
-def ensure_schema(engine: Engine) -> None:
-    """Make sure the schema is current before a command uses it.
+def ensure_schema(engine: Engine) -> str | None:
+    """Make sure the schema is current before a command that writes uses it; return the
+    revision created in a brand-new database (None: it was already current).
 
     A brand-new, empty database is initialised on the spot (there is nothing to lose); a
-    database at an older revision is never changed behind the operator's back.
+    database at an older revision is never changed behind the operator's back. Commands
+    that only read never come here (they say to run ``litwatch db upgrade``).
     """
     current = current_revision(engine)
     head = head_revision()
     if current == head:
-        return
+        return None
     if current is None and not table_names(engine):
-        upgrade(engine)
-        return
+        return upgrade(engine)[1]
     if current is not None and not known_revision(current):
         raise DatabaseError(_unknown(engine, current))
     raise DatabaseError(

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from crawler.db import polls
-from crawler.locks import NamedLock, crawl_lock, host_lock
+from crawler.locks import LockWatch, NamedLock, crawl_lock, host_lock
 from crawler.poll import SourceResult
 from crawler.settings import SourceSettings
 from spiders.base import LitwatchSpider
@@ -39,6 +39,7 @@ class Claims:
         self.engine = _lock_engine(engine)
         self._owns_engine = self.engine is not engine
         self.locks: list[NamedLock] = []
+        self._watch: LockWatch | None = None
 
     def sources(
         self, sources: list[SourceSettings], results: list[SourceResult]
@@ -81,8 +82,18 @@ class Claims:
             lock.release()
             self.locks.remove(lock)
 
+    def watch(self, on_lost: Callable[[str], None]) -> None:
+        """Call ``on_lost(source_id)`` when a source's lock is found lost (a PostgreSQL
+        session dies with its connection): another crawl of that source may start now, so
+        this one must stop it (issue 12, A10)."""
+        prefix = crawl_lock("")
+        sources = [lk for lk in self.locks if lk.name.startswith(prefix)]
+        self._watch = LockWatch(sources, lambda name: on_lost(name.removeprefix(prefix))).start()
+
     def release(self) -> None:
         """Give every lock back (and the lock engine, when one was made)."""
+        if self._watch is not None:
+            self._watch.stop()
         for lock in self.locks:
             lock.release()
         self.locks.clear()

@@ -140,6 +140,9 @@ class StorePipeline(_SpiderPipeline):
         self.buffer: list[Paper] = []
 
     def process_item(self, item: Item) -> Item:
+        if self.spider.stopped:  # another crawl may own the source now: store nothing more
+            self.buffer.clear()
+            raise DropItem(self.spider.stopped, log_level="DEBUG")
         if isinstance(item, NewsStory):  # press coverage naming no paper: news_items
             self.store_story(item)
             return item
@@ -189,6 +192,8 @@ class StorePipeline(_SpiderPipeline):
         self.spider.report.stored += 1
 
     def close_spider(self) -> None:
+        if self.spider.stopped:
+            self.buffer.clear()  # unsaved poll state: the next poll fetches these again
         self.flush()
         if self.out is not None:
             self.out.flush()

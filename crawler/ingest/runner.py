@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -127,6 +128,7 @@ def run_crawl(
             runnable.append((source, state, run_id))
             if spider_class(source.kind).follows_links:
                 crawl.link_claims[source.id] = LinkClaims(engine, claims.engine, source.id)
+        claims.watch(crawl.lock_lost)
         results.extend(crawl.run(runnable, progress))
     finally:
         if main:
@@ -152,6 +154,26 @@ class _Crawl:
         self.process: Any = None
         #: Story-link claimers of the sources that follow links, by source id.
         self.link_claims: dict[str, LinkClaims] = {}
+        self.crawlers: dict[str, Any] = {}
+        #: Sources whose lock was lost: stopped, or never started.
+        self.lost: set[str] = set()
+
+    def lock_lost(self, source_id: str) -> None:
+        """Stop a source whose lock is gone (called from the lock watch's thread)."""
+        log.error("event=crawl.lock_lost source=%s action=stopping", source_id)
+        if "twisted.internet.reactor" not in sys.modules:
+            self.lost.add(source_id)  # Scrapy not set up yet: importing would install a reactor
+            return
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self._stop_source, source_id)
+
+    def _stop_source(self, source_id: str) -> None:
+        self.lost.add(source_id)
+        crawler = self.crawlers.get(source_id)
+        if crawler is not None and crawler.engine is not None and crawler.spider is not None:
+            crawler.spider.stopped = "source lock lost"
+            crawler.engine.close_spider(crawler.spider, "source lock lost")
 
     def run(self, runnable: list[Runnable], progress: ProgressHook | None) -> list[SourceResult]:
         if not runnable:
@@ -171,6 +193,7 @@ class _Crawl:
             cls = spider_class(source.kind)
             crawler = self.process.create_crawler(cls)
             crawlers.append(crawler)
+            self.crawlers[source.id] = crawler
             if cls.exclusive_host:
                 chains.setdefault(cls.exclusive_host, []).append((crawler, source, state))
             else:
@@ -195,9 +218,8 @@ class _Crawl:
     def _finish(self, source: SourceSettings, run_id: int | None, crawler: Any) -> SourceResult:
         spider = crawler.spider
         if spider is None:
-            result = SourceResult(
-                source.id, source.kind, status="failed", errors=1, error="spider did not start"
-            )
+            why = "source lock lost" if source.id in self.lost else "spider did not start"
+            result = SourceResult(source.id, source.kind, status="failed", errors=1, error=why)
         else:
             now = time.monotonic()
             seconds = self.finished.get(source.id, now) - self.started.get(source.id, now)
@@ -224,6 +246,10 @@ class _Crawl:
         self, crawler: Any, source: SourceSettings, state: PollState, **spider_kwargs: Any
     ) -> Any:
         from scrapy import signals
+        from twisted.internet import defer
+
+        if source.id in self.lost:  # its lock went before its turn came (exclusive host)
+            return defer.succeed(None)
 
         def on_closed(spider: Any, reason: str) -> None:
             self.reasons[source.id] = reason
