@@ -1,18 +1,14 @@
 """PubMed EFetch XML to :class:`~crawler.items.Paper` items, read incrementally.
 
-Pure functions from bytes to values; the PubMed spider does the fetching, ESearch answers and
-E-utilities URLs are in :mod:`spiders.eutils`, dates in :mod:`spiders.pubmed_dates`.
-
-Quirks handled here (PubMed DTD 2013-2025):
+Pure functions (fetching: the spider; ESearch and URLs: :mod:`spiders.eutils`; dates:
+:mod:`spiders.pubmed_dates`; events: :mod:`spiders.pubmed_events`). Quirks (DTD 2013-2025):
 
 * The article's own DOI is ``PubmedData/ArticleIdList/ArticleId[@IdType="doi"]`` or
   ``Article/ELocationID[@EIdType="doi"]``. ``PubmedData/ReferenceList`` also holds ArticleIdLists,
   but those are *cited* papers, so ids are only read from an ArticleIdList that is a direct child
   of PubmedData / BookDocument / PubmedBookData.
-* Titles and abstracts carry inline markup (``<i>``, ``<sub>``, ``<sup>``, ``<b>``) and MathML
-  (``mml:math``, pretty-printed with indentation); both are flattened to plain text.
-* Dates come as Year/Month/Day (Month as "Dec" or "12"), Year/Season ("Spring") or free-text
-  MedlineDate ("1965 Dec-1966 Jan"); missing parts mean "the first".
+* Inline markup (``<i>``, ``<sub>``, ``<sup>``) and MathML are flattened to plain text.
+* Dates: Year/Month/Day, Year/Season or free-text MedlineDate; missing parts mean "the first".
 * A book chapter (``PubmedBookArticle``) keeps everything under BookDocument, not MedlineCitation.
 * A failed EFetch (expired WebEnv, say) answers ``<eFetchResult><ERROR>…`` with HTTP 200.
 """
