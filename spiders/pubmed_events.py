@@ -51,7 +51,8 @@ from crawler.events import (
 from crawler.normalise import doi_key, find_dois, pmid
 from crawler.xmlsafe import Readable, safe_iterparse
 from spiders.pubmed_dates import earliest, medline_date, partial_date
-from spiders.pubmed_xml import PUBMED_URL, EFetchError, plain_text
+from spiders.pubmed_text import plain_text
+from spiders.pubmed_xml import PUBMED_URL, EFetchError
 
 # RefType (lower-cased) on the changed paper's record -> what happened to that paper.
 _PAPER_LINKS = {

@@ -15,7 +15,6 @@ Pure functions (fetching: the spider; ESearch and URLs: :mod:`spiders.eutils`; d
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -24,12 +23,11 @@ from lxml.etree import _Element as Element
 
 from crawler.events import PaperEvent
 from crawler.items import Paper
-from crawler.normalise import squash
 from crawler.xmlsafe import Readable, UnsafeXMLError, safe_iterparse
 from spiders.pubmed_dates import Partial, earliest, partial_date
+from spiders.pubmed_text import abstract_text, author_name, clean_text, plain_text
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
-_MATHML = "{http://www.w3.org/1998/Math/MathML}"
 _ARTICLE_TAGS = ("PubmedArticle", "PubmedBookArticle")
 _SET_TAGS = {"PubmedArticleSet", "PubmedBookArticleSet"}
 
@@ -71,7 +69,7 @@ def _article_elements(source: bytes | Readable) -> Iterator[Element]:
     events = safe_iterparse(source, tag=(*_ARTICLE_TAGS, "ERROR"))
     for _, element in events:
         if element.tag == "ERROR":
-            raise EFetchError(_clean(element.text) or "EFetch returned ERROR")
+            raise EFetchError(clean_text(element.text) or "EFetch returned ERROR")
         yield element
         # Free what was read: the article's subtree, and the (already emptied) articles before
         # it, which the root would otherwise keep as a growing list of empty children.
@@ -162,7 +160,7 @@ def _walk(element: Element, record: _Record) -> None:
 
 
 def _on_pmid(el: Element, record: _Record) -> None:
-    record.pmid = record.pmid or _clean(el.text)
+    record.pmid = record.pmid or clean_text(el.text)
 
 
 def _on_article_title(el: Element, record: _Record) -> None:
@@ -182,16 +180,16 @@ def _on_book_title(el: Element, record: _Record) -> None:
 def _on_elocation(el: Element, record: _Record) -> None:
     # ValidYN="N" marks an identifier the publisher got wrong.
     if el.get("EIdType") == "doi" and el.get("ValidYN") != "N" and not record.elocation_doi:
-        record.elocation_doi = _clean(el.text)
+        record.elocation_doi = clean_text(el.text)
 
 
 def _on_article_ids(el: Element, record: _Record) -> None:
     for article_id in el:
         kind = article_id.get("IdType")
         if kind == "doi" and not record.id_doi:
-            record.id_doi = _clean(article_id.text)
+            record.id_doi = clean_text(article_id.text)
         elif kind == "pmc" and not record.pmcid:
-            record.pmcid = _clean(article_id.text)
+            record.pmcid = clean_text(article_id.text)
 
 
 def _on_abstract(el: Element, record: _Record) -> None:
@@ -201,7 +199,7 @@ def _on_abstract(el: Element, record: _Record) -> None:
 def _on_author_list(el: Element, record: _Record) -> None:
     if el.get("Type") == "editors":
         return
-    names = [name for author in el if (name := _author_name(author))]
+    names = [name for author in el if (name := author_name(author))]
     # A chapter's own authors (BookDocument/AuthorList) beat the book's (Book/AuthorList).
     parent = el.getparent()
     if parent is not None and parent.tag == "Book":
@@ -237,9 +235,9 @@ def _on_keywords(el: Element, record: _Record) -> None:
 def _on_journal(el: Element, record: _Record) -> None:
     for child in el:
         if child.tag == "Title":
-            record.journal = _clean(child.text)
+            record.journal = clean_text(child.text)
         elif child.tag == "ISOAbbreviation":
-            record.iso_abbreviation = _clean(child.text)
+            record.iso_abbreviation = clean_text(child.text)
         elif child.tag == "JournalIssue":
             for part in child:  # a loop over a few children is cheaper than find()
                 if part.tag == "PubDate":
@@ -258,7 +256,7 @@ def _on_article_date(el: Element, record: _Record) -> None:
 def _on_journal_info(el: Element, record: _Record) -> None:
     for child in el:
         if child.tag == "MedlineTA":
-            record.medline_ta = _clean(child.text)
+            record.medline_ta = clean_text(child.text)
             return
     record.medline_ta = None
 
@@ -284,121 +282,3 @@ _HANDLERS: dict[str, Callable[[Element, _Record], None]] = {
 
 
 # --------------------------------------------------------------------------- text
-
-
-def _clean(text: str | None) -> str | None:
-    """:func:`crawler.normalise.squash`, with a fast path for ASCII (most PubMed text)."""
-    if text is None:
-        return None
-    if text.isascii():  # nothing invisible to drop; str.split() is ~3x faster than a regex
-        return " ".join(text.split()) or None
-    return squash(text)
-
-
-def plain_text(el: Element) -> str | None:
-    """The text of an element with inline markup and MathML flattened, white space squashed."""
-    if len(el) == 0:  # the common case: no markup at all
-        return _clean(el.text)
-    parts: list[str] = []
-    _flatten(el, parts)
-    return _clean("".join(parts))
-
-
-# Plain concatenation turns "2.4×10<sup>28</sup>" into "2.4×1028", a different number. Scripts
-# made only of digits and signs have Unicode forms ("10²⁸", "h⁻¹", "CO₂"), which stay correct in
-# a plain-text mail; anything else ("3<sup>rd</sup>", "p<sub>trend</sub>") is kept as written.
-# NFKD (used by title fingerprints) maps these back to ASCII digits.
-_SCRIPT_CHARS = "0123456789+-\u2212=()"
-_SCRIPTS = {
-    "sup": str.maketrans(_SCRIPT_CHARS, "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁻⁼⁽⁾"),
-    "sub": str.maketrans(_SCRIPT_CHARS, "₀₁₂₃₄₅₆₇₈₉₊₋₋₌₍₎"),
-}
-
-
-def _flatten(el: Element, parts: list[str]) -> None:
-    if el.text:
-        parts.append(el.text)
-    for child in el:
-        tag = child.tag
-        if isinstance(tag, str):  # comments, PIs and unexpanded entities contribute no text
-            if tag.startswith(_MATHML):
-                parts.append(_math_text(child))
-            elif tag in _SCRIPTS and len(child) == 0:
-                parts.append(_script_text(child.text or "", _SCRIPTS[tag]))
-            else:
-                _flatten(child, parts)
-        if child.tail:
-            parts.append(child.tail)
-
-
-def _script_text(text: str, table: dict[int, int]) -> str:
-    stripped = text.strip()
-    if stripped and all(ord(ch) in table for ch in stripped):
-        return stripped.translate(table)
-    return text
-
-
-def _math_text(el: Element) -> str:
-    # PubMed pretty-prints MathML; the white space between tokens is indentation, not
-    # content, so token texts are joined directly: <mi>V</mi><mo>.</mo><mi>O</mi> -> "V.O".
-    # Tails inside <math> are that indentation too, so they are dropped.
-    children = [child for child in el if isinstance(child.tag, str)]
-    local = str(el.tag).rpartition("}")[2]
-    if local in ("msup", "msub", "msubsup") and len(children) >= 2:
-        base, *scripts = (_math_text(child) for child in children)
-        kinds = {"msup": ["sup"], "msub": ["sub"], "msubsup": ["sub", "sup"]}[local]
-        return base + "".join(
-            _script_text(t, _SCRIPTS[k]) for t, k in zip(scripts, kinds, strict=False)
-        )
-    return (el.text or "").strip() + "".join(_math_text(child) for child in children)
-
-
-def abstract_text(abstract: Element) -> str | None:
-    """An ``Abstract`` as plain text: one line per AbstractText, ``LABEL: text`` when labelled.
-
-    Sections are joined by newlines, as PubMed shows them; HTML output collapses them to
-    spaces. CopyrightInformation is left out.
-    """
-    sections = []
-    for part in abstract:
-        if part.tag != "AbstractText" or not (text := plain_text(part)):
-            continue
-        label = _clean(part.get("Label"))
-        # "UNLABELLED" is NLM's placeholder for a section without a printed label.
-        sections.append(f"{label}: {text}" if label and label != "UNLABELLED" else text)
-    return "\n".join(sections) or None
-
-
-def _author_name(author: Element) -> str | None:
-    """An author as PubMed prints it: "Goebel A", "Smith JR Jr", or a collective name."""
-    if author.get("ValidYN") == "N":  # kept by NLM only to record a correction
-        return None
-    # One pass over the children, texts only (the last of a repeated element wins): an
-    # ingest reads ~10 authors per record, so this is a hot loop.
-    texts: dict[str, str | None] = {}
-    collective = None
-    for child in author:
-        tag = child.tag
-        if tag in _NAME_PARTS:  # not AffiliationInfo, Identifier: their text is indentation
-            texts[tag] = child.text
-        elif tag == "CollectiveName":
-            collective = child
-    if collective is not None:
-        return plain_text(collective)
-    last = _clean(texts.get("LastName"))
-    if not last:
-        return None
-    initials = _clean(texts.get("Initials")) or _initials(_clean(texts.get("ForeName")))
-    suffix = _clean(texts.get("Suffix"))
-    if initials:
-        return f"{last} {initials} {suffix}" if suffix else f"{last} {initials}"
-    return f"{last} {suffix}" if suffix else last
-
-
-_NAME_PARTS = frozenset({"LastName", "ForeName", "Initials", "Suffix"})
-
-
-def _initials(forename: str | None) -> str | None:
-    if not forename:
-        return None
-    return "".join(word[0] for word in re.split(r"[\s\-.]+", forename) if word) or None
