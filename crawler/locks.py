@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import threading
 import time
 import zlib
@@ -284,6 +283,8 @@ def lock_path(where: Engine | str | None, name: str) -> Path:
     if database and database != ":memory:" and not database.startswith("file:"):
         folder = Path(database).expanduser().resolve().parent / (Path(database).name + ".locks")
     else:
+        import tempfile  # only for in-memory databases
+
         folder = Path(tempfile.gettempdir()) / f"litwatch-{os.getuid()}-memory.locks"
     folder.mkdir(parents=True, exist_ok=True)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
