@@ -299,8 +299,8 @@ def test_redacted_keeps_plain_urls() -> None:
     [
         (
             '[[sources]]\nid = "x"\nkind = "gopher"\nurl = "https://x.org/"\n',
-            "source 'x': sources[0].kind: Input should be 'pubmed', 'feed' or 'sciencedaily'"
-            " (given: 'gopher')",
+            "source 'x': sources[0].kind: Input should be 'pubmed', 'feed', 'sciencedaily',"
+            " 'europepmc' or 'biorxiv' (given: 'gopher')",
         ),
         (
             '[[sources]]\nid = "a"\nkind = "feed"\nurl = "https://a.org/"\n'
