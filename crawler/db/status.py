@@ -134,14 +134,17 @@ def _iso(moment: datetime | None) -> str:
 
 
 def counts(reader: Reader) -> dict[str, Any]:
-    """What the database holds."""
+    """What the database holds (the papers table scanned once)."""
     by_topic = dict(reader.rows("SELECT topic, count(*) FROM paper_topics GROUP BY topic"))
+    papers, with_doi, newest = reader.rows(
+        "SELECT count(*), count(doi_key), max(first_seen) FROM papers"
+    )[0]
     return {
-        "papers": reader.scalar("SELECT count(*) FROM papers") or 0,
-        "with_doi": reader.scalar("SELECT count(*) FROM papers WHERE doi_key IS NOT NULL") or 0,
+        "papers": papers or 0,
+        "with_doi": with_doi or 0,
         "sightings": reader.scalar("SELECT count(*) FROM sightings") or 0,
         "by_topic": by_topic,
-        "newest": when(reader.scalar("SELECT max(first_seen) FROM papers")),
+        "newest": when(newest),
     }
 
 
