@@ -398,7 +398,12 @@ def test_scheduler_plans_every_enabled_source_and_the_digest(
     assert info["state"] == "running" and info["running"] is True
     assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
     jobs = {job["id"]: job for job in info["jobs"]}
-    assert set(jobs) == {"crawl:alpha", "digest", "digest-retries"}  # beta is disabled
+    assert set(jobs) == {
+        "crawl:alpha",
+        "digest",
+        "digest-retries",
+        "lifecycle-watch",
+    }  # beta is disabled
     # alpha succeeded an hour ago: its first run waits for the rest of its 6 h interval.
     assert jobs["crawl:alpha"]["next_run"] == polled + timedelta(hours=6)
     next_digest = jobs["digest"]["next_run"]
@@ -610,3 +615,37 @@ def test_crawl_child_dies_with_a_sigkilled_daemon(tmp_path: Path) -> None:
         parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+class _Planner:
+    """Collects what the daemon asks the scheduler to plan."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, object]] = {}
+
+    def add_job(self, func: object, trigger: object = None, **kwargs: object) -> None:
+        self.jobs[str(kwargs["id"])] = kwargs
+
+
+def test_watch_runs_one_interval_after_the_last_one_and_bounces_only_with_a_mailbox(
+    daemon: Daemon, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crawler.db import WATCH_KEY, meta
+
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    planner = _Planner()
+    assert daemon.add_upkeep_jobs(planner, now) == ["lifecycle-watch"]
+    first = planner.jobs["lifecycle-watch"]
+    assert first["args"] == ["lifecycle-watch", ["watch"]]
+    wait = first["next_run_time"] - now  # type: ignore[operator]
+    assert timedelta(days=7) <= wait <= timedelta(days=7) + daemon.settings.daemon.jitter
+    meta.write(engine, WATCH_KEY, json.dumps({"finished_at": "2026-11-20T12:00:00+00:00"}))
+    planner = _Planner()
+    daemon.add_upkeep_jobs(planner, now)
+    assert planner.jobs["lifecycle-watch"]["next_run_time"] <= now + daemon.settings.daemon.jitter  # type: ignore[operator]
+    bounces = daemon.settings.email.bounces.model_copy(update={"maildir": "/srv/bounces"})
+    email = daemon.settings.email.model_copy(update={"bounces": bounces})
+    monkeypatch.setattr(daemon, "settings", daemon.settings.model_copy(update={"email": email}))
+    planner = _Planner()
+    assert daemon.add_upkeep_jobs(planner, now) == ["lifecycle-watch", "bounces"]
+    assert planner.jobs["bounces"]["args"] == ["bounces", ["bounces", "process"]]

@@ -296,7 +296,13 @@ def test_daemon_crawls_sends_one_digest_per_subscriber_and_stops_cleanly(
     info = status_json(config)["daemon"]
     assert (info["running"], info["state"], info["pid"]) == (True, "running", daemon.proc.pid)
     jobs = {job["id"]: job for job in info["jobs"]}
-    assert set(jobs) == {"crawl:journal-a", "crawl:journal-b", "digest", "digest-retries"}
+    assert set(jobs) == {
+        "crawl:journal-a",
+        "crawl:journal-b",
+        "digest",
+        "digest-retries",
+        "lifecycle-watch",
+    }
     for job in jobs.values():
         assert datetime.fromisoformat(job["next_run"]).tzinfo is not None
     assert jobs["crawl:journal-a"]["last_result"] == "ok"

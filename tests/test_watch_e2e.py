@@ -93,6 +93,11 @@ def test_watch_finds_each_event_once(db_url: str, tmp_path: Path) -> None:
             second = _watch(config)
             assert second.returncode == 0, second.stderr
             assert "0 new events" in second.stdout
+            shown = subprocess.run(
+                [sys.executable, "-m", "crawler.cli", "--config", str(config), "status"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert "Lifecycle watch: done" in shown.stdout and "2 new events" not in shown.stdout
         with transaction(engine) as session:
             rows = sorted(
                 (r.type, r.source, r.notice_pmid, r.notice_doi)

@@ -112,6 +112,16 @@ def _print_status(app: App, data: dict[str, Any]) -> None:
         f"Subscribers: {subs['active']} active, {subs['pending']} pending, "
         f"{subs['unsubscribed']} unsubscribed. Deliveries: {deliveries_text(data['deliveries'])}"
     )
+    watch = data["watch"]
+    if watch["state"] == "never":
+        app.out.print("Lifecycle watch: never run (litwatch watch)", markup=False)
+    else:
+        app.out.print(
+            f"Lifecycle watch: {watch['state']}, last run {(watch['finished_at'] or '-')[:16]}: "
+            f"{watch['checked']} checked, {watch['events_new']} new events, "
+            f"{len(watch['failures'])} failures",
+            markup=False,
+        )
     _print_daemon(app, data["daemon"])
 
 

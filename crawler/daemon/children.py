@@ -26,12 +26,19 @@ def crawl_command(
     config_path: str | None, source_id: str, log_level: str | None = None
 ) -> list[str]:
     """The ``litwatch crawl`` command line the daemon runs for one source."""
+    return litwatch_command(
+        config_path, log_level, "crawl", source_id, "--trigger", "daemon", "--no-progress"
+    )
+
+
+def litwatch_command(config_path: str | None, log_level: str | None, *args: str) -> list[str]:
+    """A ``litwatch`` command line with the daemon's configuration and log level."""
     cmd = [sys.executable, "-m", "crawler.cli"]
     if config_path:
         cmd += ["--config", config_path]
     if log_level:
         cmd += ["--log-level", log_level]
-    return [*cmd, "crawl", source_id, "--trigger", "daemon", "--no-progress"]
+    return [*cmd, *args]
 
 
 class Children:

@@ -6,6 +6,7 @@ attributes used here (settings, engine, children, stop, digest trigger, results)
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,16 +22,18 @@ from apscheduler.events import (
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import Engine
 
-from crawler.daemon.children import Children, crawl_command
+from crawler.daemon.children import Children, crawl_command, litwatch_command
+from crawler.db import WATCH_KEY, polls
 from crawler.db import meta as meta_store
-from crawler.db import polls
 from crawler.db.models import utcnow
-from crawler.schedule import latest_fire, missed_digest
+from crawler.schedule import crawl_trigger, first_crawl, latest_fire, missed_digest
 from crawler.settings import Settings, SourceSettings
 
 log = logging.getLogger("litwatch.daemon")
 
 DIGEST_JOB = "digest"
+WATCH_JOB = "lifecycle-watch"
+BOUNCE_JOB = "bounces"
 RETRY_JOB = "digest-retries"
 MISSED_JOB = "digest:missed"
 
@@ -73,6 +76,52 @@ class Jobs:
                 log.info("event=crawl.closed_run source=%s pid=%s", source.id, proc.pid)
         seconds = time.monotonic() - started
         log.info("event=crawl.done source=%s result=%r seconds=%.1f", source.id, result, seconds)
+        return result
+
+    def add_upkeep_jobs(self, sched: Any, now: datetime) -> list[str]:
+        """The lifecycle watch (``[lifecycle] interval``) and, when a mailbox is configured,
+        bounce processing (``[email.bounces] interval``), each a ``litwatch`` subprocess."""
+        added = []
+        jitter = self.settings.daemon.jitter
+        lifecycle = self.settings.lifecycle
+        if lifecycle.enabled:
+            record = meta_store.read(self.engine, WATCH_KEY)
+            done = json.loads(record).get("finished_at") if record else None
+            # Never run: nothing was sent before this daemon either, so a week from now.
+            last = datetime.fromisoformat(done) if done else now
+            sched.add_job(
+                self.upkeep_job,
+                crawl_trigger(lifecycle.interval, jitter),
+                args=[WATCH_JOB, ["watch"]],
+                id=WATCH_JOB,
+                name="lifecycle watch",
+                next_run_time=first_crawl(now, last, lifecycle.interval, jitter),
+                misfire_grace_time=int(lifecycle.interval.total_seconds() / 2),
+            )
+            added.append(WATCH_JOB)
+        bounces = self.settings.email.bounces
+        if bounces.maildir or bounces.mbox or bounces.imap_host:
+            sched.add_job(
+                self.upkeep_job,
+                crawl_trigger(bounces.interval, jitter),
+                args=[BOUNCE_JOB, ["bounces", "process"]],
+                id=BOUNCE_JOB,
+                name="bounce processing",
+                next_run_time=now,
+                misfire_grace_time=int(bounces.interval.total_seconds() / 2),
+            )
+            added.append(BOUNCE_JOB)
+        return added
+
+    def upkeep_job(self, job: str, args: list[str]) -> str:
+        """Run ``litwatch ARGS`` as a subprocess with the crawl timeout; its result line."""
+        proc = self.children.spawn(litwatch_command(self.config_path, self.log_level, *args))
+        if proc is None:
+            return "skipped (stopping)"
+        log.info("event=%s.start pid=%s", job, proc.pid)
+        timeout = self.settings.daemon.crawl_timeout.total_seconds()
+        result = self.children.wait(proc, timeout, self.child_grace())
+        log.info("event=%s.done result=%r", job, result)
         return result
 
     def digest_job(self) -> str:

@@ -192,6 +192,7 @@ class Daemon(Jobs):
         )
         now = utcnow()
         self._add_crawl_jobs(sched, now)
+        self.job_ids += self.add_upkeep_jobs(sched, now)
         self._add_digest_jobs(sched, now)
         sched.add_listener(
             self._on_job,

@@ -10,7 +10,7 @@ import json
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from crawler.db import DAEMON_KEY
+from crawler.db import DAEMON_KEY, WATCH_KEY
 from crawler.db.reader import Reader, when
 from crawler.settings import Settings
 
@@ -45,6 +45,7 @@ def collect_status(settings: Settings, reader: Reader, daemon_running: bool) -> 
         | {k: v for k, v in deliveries.items() if k not in DELIVERY_STATES},
         "recent_deliveries": recent_deliveries(reader),
         "daemon": daemon_state(json.loads(record) if record else {}, daemon_running),
+        "watch": _watch(reader),
     }
 
 
@@ -223,3 +224,17 @@ def _state(running: bool, has_record: bool, recorded_running: bool) -> str:
     if not has_record:
         return "never"
     return "died" if recorded_running else "stopped"
+
+
+def _watch(reader: Reader) -> dict[str, Any]:
+    """The lifecycle watch's last run (``state`` "never" when it never ran)."""
+    value = reader.scalar("SELECT value FROM meta WHERE key = :k", {"k": WATCH_KEY})
+    record: dict[str, Any] = json.loads(value) if value else {}
+    return {
+        "state": record.get("state", "never"),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "checked": record.get("checked", 0),
+        "events_new": record.get("events_new", 0),
+        "failures": record.get("failures", []),
+    }
