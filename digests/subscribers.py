@@ -95,6 +95,17 @@ def remove(session: Session, email: str, *, purge: bool) -> str | None:
     return f"unsubscribed {sub.email}"
 
 
+def reactivate(session: Session, email: str) -> str | None:
+    """Make a suspended address active again; what was done, or None when unknown."""
+    sub = find(session, email)
+    if sub is None:
+        return None
+    if sub.status != "suspended":
+        return f"{sub.email} is {sub.status}, not suspended: unchanged"
+    sub.status, sub.suspended_reason, sub.suspended_at = "active", None, None
+    return f"reactivated {sub.email}"
+
+
 def add(
     session: Session,
     email: str,

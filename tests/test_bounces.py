@@ -7,6 +7,7 @@ Maildir and mbox (the README of tests/fixtures/mail lists the messages).
 
 from __future__ import annotations
 
+import json
 import mailbox
 import shutil
 import subprocess
@@ -162,6 +163,21 @@ def test_cli_processes_a_maildir_and_the_next_digest_skips_suspended(
         recipients = {message_from_bytes(p.read_bytes())["To"] for p in outbox.rglob("*.eml")}
         got = {addr for addr in ADDRESSES if any(addr in r for r in recipients)}
         assert got == {"slow.reader@example.edu", "mary.smith@example.com", "reader@example.org"}
+        listed = subprocess.run(
+            [*cli, "subscribers", "list", "--all", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        rows = {r["email"]: r for r in map(json.loads, listed.stdout.splitlines())}
+        assert rows["dana.reader@example.com"]["status"] == "suspended"
+        assert rows["dana.reader@example.com"]["reason"] == "hard bounce 5.1.1"
+        back = subprocess.run([*cli, "subscribers", "reactivate", "dana.reader@example.com"],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert back.returncode == 0 and "reactivated" in back.stdout
+        listed = subprocess.run(
+            [*cli, "subscribers", "list", "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert "dana.reader@example.com" in listed.stdout
     finally:
         engine.dispose()
         shutil.rmtree(tmp_path / "bounces", ignore_errors=True)

@@ -102,6 +102,7 @@ def subscribers_list(app: App, show_all: bool, as_json: bool) -> None:
                         "format": s.format,
                         "timezone": s.timezone,
                         "status": s.status,
+                        "reason": s.suspended_reason if s.status == "suspended" else None,
                         "created_at": s.created_at.isoformat(),
                     },
                     ensure_ascii=False,
@@ -120,7 +121,7 @@ def subscribers_list(app: App, show_all: bool, as_json: bool) -> None:
             ", ".join(s.topics),
             s.format,
             s.timezone,
-            s.status,
+            f"{s.status} ({s.suspended_reason})" if s.status == "suspended" else s.status,
             s.created_at.strftime("%Y-%m-%d"),
         )
     app.out.print(table)
@@ -144,6 +145,30 @@ def subscribers_remove(app: App, email: str, purge: bool) -> None:
     try:
         with transaction(engine) as session:
             outcome = subs.remove(session, email, purge=purge)
+    except subs.SubscriberError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if outcome is None:
+        fail(f"{email} is not a subscriber")
+    click.echo(outcome)
+
+
+@subscribers.command("reactivate")
+@click.argument("email")
+@pass_app
+def subscribers_reactivate(app: App, email: str) -> None:
+    """Send the digest again to an address suspended after bounces (the reason is cleared).
+
+    \b
+    Example:
+      litwatch subscribers reactivate ada@example.org
+    """
+    from crawler.db.engine import transaction
+    from digests import subscribers as subs
+
+    engine = app.engine()
+    try:
+        with transaction(engine) as session:
+            outcome = subs.reactivate(session, email)
     except subs.SubscriberError as exc:
         fail(str(exc), EXIT_USAGE)
     if outcome is None:
