@@ -102,8 +102,12 @@ class LifecycleSettings(_Section):
     batch_size: int = Field(200, ge=1, le=500)
 
 
+#: The shipped digest schedule (tests/test_cli_imports.py holds it valid for the daemon).
+DEFAULT_CRON = "0 7 * * mon"
+
+
 class DigestSettings(_Section):
-    cron: str = "0 7 * * mon"
+    cron: str = DEFAULT_CRON
     timezone: str = "UTC"
     first_lookback: Duration = timedelta(days=7)
     send_empty: bool = False
@@ -114,6 +118,8 @@ class DigestSettings(_Section):
     def _cron(cls, v: str) -> str:
         # Validate with the daemon's own reading of the crontab (standard day-of-week numbers:
         # 0 and 7 are Sunday, unlike APScheduler's from_crontab).
+        if v == DEFAULT_CRON:
+            return v  # known good: no need to import APScheduler for every command
         from crawler.schedule import digest_trigger
 
         if len(v.split()) != 5:

@@ -143,3 +143,17 @@ def test_migration_file_names_start_with_their_revision() -> None:
         text = path.read_text(encoding="utf-8")
         assert f"revision = '{path.name.split('_', 1)[0]}'" in text, path.name
     assert HEAD in known_revisions()
+
+
+def test_the_cli_knows_every_export_format() -> None:
+    from crawler.cli.papers_cmds import FORMATS as CLI_FORMATS
+    from crawler.export import FORMATS
+
+    assert CLI_FORMATS == FORMATS
+
+
+def test_the_shipped_digest_schedule_is_valid_for_the_daemon() -> None:
+    from crawler.schedule import digest_trigger
+    from crawler.settings_model import DEFAULT_CRON
+
+    assert digest_trigger(DEFAULT_CRON, "UTC") is not None

@@ -135,17 +135,15 @@ def _iso(moment: datetime | None) -> str:
 
 
 def counts(reader: Reader) -> dict[str, Any]:
-    """What the database holds (the papers table scanned once)."""
+    """What the database holds: one query per figure, so that each is answered from an
+    index (one combined query reads every row of ``papers``: ten times slower)."""
     by_topic = dict(reader.rows("SELECT topic, count(*) FROM paper_topics GROUP BY topic"))
-    papers, with_doi, newest = reader.rows(
-        "SELECT count(*), count(doi_key), max(first_seen) FROM papers"
-    )[0]
     return {
-        "papers": papers or 0,
-        "with_doi": with_doi or 0,
+        "papers": reader.scalar("SELECT count(*) FROM papers") or 0,
+        "with_doi": reader.scalar("SELECT count(*) FROM papers WHERE doi_key IS NOT NULL") or 0,
         "sightings": reader.scalar("SELECT count(*) FROM sightings") or 0,
         "by_topic": by_topic,
-        "newest": when(newest),
+        "newest": when(reader.scalar("SELECT max(first_seen) FROM papers")),
     }
 
 
