@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Engine, select
 
 from crawler.db.engine import transaction
-from crawler.db.events import record, resolve
+from crawler.db.events import learn, record, resolve, statuses
 from crawler.db.models import Delivery, DeliveryEvent, DeliveryPaper, PaperRow, Subscriber
 from crawler.db.store import upsert
 from crawler.events import PaperEvent
@@ -78,6 +78,39 @@ def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
         # An event detected after the cutoff waits for the next digest.
         bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org"))
         assert bob is not None and event_ids_for(session, bob, NOW - timedelta(days=2)) == []
+
+
+def test_a_withdrawn_retraction_notice_is_no_longer_told_nor_the_status(engine: Engine) -> None:
+    upsert(engine, [Paper(source_id="s", origin="pubmed", pmid="34196305", doi="10.1172/JCI144201",
+                          title="Passive transfer of fibromyalgia symptoms")])  # fmt: skip
+    retraction = PaperEvent(type="retracted", source="crossref", target_doi="10.1172/jci144201",
+                            notice_doi="10.5555/retraction.1")  # fmt: skip
+    # Crossref: a later notice retracts the retraction notice itself (issued in error).
+    undone = PaperEvent(type="retracted", source="crossref", target_doi="10.5555/retraction.1",
+                        notice_doi="10.5555/retraction.of.retraction")  # fmt: skip
+    with transaction(engine) as session:
+        pid = session.scalar(select(PaperRow.id))
+        assert pid is not None
+        ada = _subscriber(session, "ada@example.org")
+        bob = _subscriber(session, "bob@example.org")
+        for sub in (ada, bob):
+            _send(session, sub, [pid])
+        assert learn(session, [retraction], NOW - timedelta(days=3)) == 1
+        assert statuses(session, [pid]) == {pid: "retracted"}
+        # Ada was told of the retraction before it was withdrawn.
+        (told,) = event_ids_for(session, ada, NOW)
+        week2 = _send(session, ada, [], period=date(2026, 6, 1))
+        session.add(DeliveryEvent(delivery_id=week2, event_id=told))
+    with transaction(engine) as session:
+        assert learn(session, [undone], NOW - timedelta(days=1)) == 0  # about no held paper
+        assert statuses(session, [pid]) == {pid: "current"}
+        subs = {s.email: s for s in session.scalars(select(Subscriber))}
+        # Bob, not yet told, is not told a withdrawn retraction; Ada is told nothing again.
+        assert event_ids_for(session, subs["bob@example.org"], NOW) == []
+        assert event_ids_for(session, subs["ada@example.org"], NOW) == []
+        # Learning the original retraction again does not revive it, nor add a row.
+        assert learn(session, [retraction], NOW) == 0
+        assert statuses(session, [pid]) == {pid: "current"}
 
 
 def test_a_retracted_paper_is_marked_wherever_entries_are_shown(engine: Engine) -> None:

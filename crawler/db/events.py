@@ -8,6 +8,11 @@ another one (PubMed names the notice by PMID, Crossref by DOI), fills in the row
 instead of adding one. Two events match when they are about the same paper, of the same type,
 and share a notice identifier, or one of them names no notice at all (PubMed's "Retracted
 Publication" type, learned before its notice).
+
+A notice can itself be retracted or withdrawn (a retraction notice issued in error): a
+retraction or withdrawal whose target is the notice of a stored event marks that event
+withdrawn (``withdrawn_at``). It is then no longer the paper's status nor told to anyone;
+what was already told is not told again.
 """
 
 from __future__ import annotations
@@ -60,6 +65,29 @@ def resolve(session: Session, events: Iterable[PaperEvent]) -> list[tuple[int, P
         if pid is not None:
             found.append((pid, event))
     return found
+
+
+def learn(session: Session, events: Sequence[PaperEvent], now: datetime) -> int:
+    """Store what ``events`` say (:func:`withdraw_notices`, then :func:`record`); how many
+    events were new."""
+    withdraw_notices(session, events, now)
+    return record(session, resolve(session, events), now)
+
+
+def withdraw_notices(session: Session, events: Iterable[PaperEvent], now: datetime) -> int:
+    """Mark withdrawn each stored event whose notice ``events`` retract or withdraw; how many."""
+    undone = [e for e in events if e.paper_type in (RETRACTED, WITHDRAWN)]
+    dois = {e.target_doi for e in undone if e.target_doi}
+    pmids = {e.target_pmid for e in undone if e.target_pmid}
+    if not (dois or pmids):
+        return 0
+    named = PaperEventRow.notice_doi.in_(dois) | PaperEventRow.notice_pmid.in_(pmids)
+    rows = session.scalars(select(PaperEventRow).where(named, PaperEventRow.withdrawn_at.is_(None)))
+    count = 0
+    for row in rows:
+        row.withdrawn_at = now
+        count += 1
+    return count
 
 
 def record(session: Session, found: Sequence[tuple[int, PaperEvent]], now: datetime) -> int:

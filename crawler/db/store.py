@@ -120,7 +120,7 @@ def _upsert_batch(engine: Engine, items: Sequence[Paper], now: datetime) -> Upse
         result = _upsert_locked(session, papers, records, now) if papers else UpsertResult()
         if learned:
             # After the papers: an event may be about a record of this very batch.
-            result.events = events.record(session, events.resolve(session, learned), now)
+            result.events = events.learn(session, learned, now)
         return result
 
 

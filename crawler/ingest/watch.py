@@ -87,8 +87,7 @@ class EventStorePipeline:
         if not isinstance(item, EventBatch) or engine is None:
             return item
         with transaction(engine) as session:
-            found = event_store.resolve(session, item.events)
-            added = event_store.record(session, found, utcnow())
+            added = event_store.learn(session, item.events, utcnow())
             record = WatchRecord(**json.loads(meta.read_in(session, WATCH_KEY) or "{}"))
             record.checked += item.checked
             record.events_new += added
