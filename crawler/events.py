@@ -95,6 +95,10 @@ class PaperEvent:
     source: str
     target_doi: str | None = None
     target_pmid: str | None = None
+    #: The target's title fingerprint (``crawler.normalise.title_fingerprint``), for a notice
+    #: that names its paper only by title (a feed's "Correction: <title>"); the store matches
+    #: it only to a paper that is the one stored with that fingerprint.
+    target_title_key: str | None = None
     notice_doi: str | None = None
     notice_pmid: str | None = None
     notice_title: str | None = None
@@ -106,8 +110,9 @@ class PaperEvent:
             raise ValueError(f"unknown paper event type {self.type!r}")
         # A notice-side event is parsed from the notice, so the record parsed is not its
         # subject: without a target it would be an event about nobody.
-        if self.type in NOTICE_TO_PAPER and not (self.target_doi or self.target_pmid):
-            raise ValueError(f"a {self.type} event needs the DOI or PMID of its target")
+        targets = (self.target_doi, self.target_pmid, self.target_title_key)
+        if self.type in NOTICE_TO_PAPER and not any(targets):
+            raise ValueError(f"a {self.type} event needs the DOI, PMID or title of its target")
 
     @property
     def paper_type(self) -> str:

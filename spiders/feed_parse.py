@@ -39,6 +39,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from crawler.items import Paper
 from crawler.normalise import clean_doi, find_dois, html_to_text, pmcid, pmid, squash
 from spiders.authors import split_author_string
+from spiders.feed_notices import with_notice
 from spiders.feed_safe import FeedError, bozo_message, safe_feedparser, text_construct
 from spiders.feed_sciencedirect import Labelled, feed_journal, labelled_fields
 
@@ -81,7 +82,7 @@ def parse_feed(
     parsed = safe_feedparser(body, base_url, headers)
     problem = bozo_message(parsed)
     ctx = _context(parsed, source_id, base_url)
-    papers = [p for p in (_paper(entry, ctx) for entry in parsed.entries) if p is not None]
+    papers = [with_notice(p) for p in (_paper(e, ctx) for e in parsed.entries) if p is not None]
     if problem and not papers and not ctx.feed_title:
         raise FeedError(f"broken feed with no usable entry: {problem}")
     warnings = [problem] if problem else []

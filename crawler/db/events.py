@@ -60,11 +60,26 @@ def resolve(session: Session, events: Iterable[PaperEvent]) -> list[tuple[int, P
         rows = session.execute(select(PaperRow.pmid, PaperRow.id).where(PaperRow.pmid.in_(pmids)))
         by_pmid = {key: pid for key, pid in rows if key}
     found = []
+    by_title = _by_title(session, {e.target_title_key for e in events if e.target_title_key})
     for event in events:
         pid = by_doi.get(event.target_doi or "") or by_pmid.get(event.target_pmid or "")
+        pid = pid or by_title.get(event.target_title_key or "")
         if pid is not None:
             found.append((pid, event))
     return found
+
+
+def _by_title(session: Session, keys: set[str]) -> dict[str, int]:
+    """The paper of each title fingerprint that names exactly one stored paper (never a guess)."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(PaperRow.title_key, PaperRow.id).where(PaperRow.title_key.in_(keys))
+    )
+    found: dict[str, list[int]] = defaultdict(list)
+    for key, pid in rows:
+        found[key].append(pid)
+    return {key: ids[0] for key, ids in found.items() if len(ids) == 1}
 
 
 def learn(session: Session, events: Sequence[PaperEvent], now: datetime) -> int:
