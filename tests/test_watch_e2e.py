@@ -111,13 +111,13 @@ def test_watch_finds_each_event_once(db_url: str, tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_a_watch_killed_midway_resumes_without_repeating(sqlite_url: str, tmp_path: Path) -> None:
+def test_a_watch_killed_midway_resumes_without_repeating(db_url: str, tmp_path: Path) -> None:
     import signal
     import time
 
     from crawler.db import WATCH_KEY
 
-    engine = migrated_engine(sqlite_url)
+    engine = migrated_engine(db_url)
     try:
         _seed(engine)
         with LocalHTTPServer() as server:
@@ -135,7 +135,7 @@ def test_a_watch_killed_midway_resumes_without_repeating(sqlite_url: str, tmp_pa
             config = write_toml(
                 tmp_path / "litwatch.toml",
                 {
-                    "database": {"url": sqlite_url},
+                    "database": {"url": db_url},
                     "pubmed": {"base_url": server.url("/eutils/")},
                     "crossref": {"base_url": server.url("/crossref/"), "delay": 0.0},
                     "lifecycle": {"batch_size": 1},
