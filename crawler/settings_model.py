@@ -221,6 +221,10 @@ class EmailSettings(_Section):
 class StatusSettings(_Section):
     #: ``status --check`` reports a source that failed this many polls in a row.
     failed_polls: int = Field(3, ge=1)
+    #: ``status`` warns (and ``--check`` fails) when, over the last 30 days, bounces or
+    #: complaints exceed this percentage of the digests sent.
+    max_bounce_percent: float = Field(2.0, ge=0, le=100)
+    max_complaint_percent: float = Field(0.1, ge=0, le=100)
 
 
 class WebSettings(_Section):
