@@ -174,6 +174,9 @@ class BounceSettings(_Section):
     imap_port: int = Field(993, ge=1, le=65535)
     imap_user: str = ""
     imap_folder: str = "INBOX"
+    #: Extra CA bundle to trust for the IMAP server (a private server's certificate);
+    #: empty: the system store.
+    imap_ca_file: str = ""
     #: Hard bounces (5.x.x) that suspend an address; soft ones (4.x.x) within soft_window.
     hard_limit: int = Field(1, ge=1)
     soft_limit: int = Field(3, ge=1)
