@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -71,8 +72,9 @@ def _rows(engine: Engine) -> int:
 
 @pytest.mark.slow
 def test_bounces_process_reads_a_real_imap_mailbox(
-    engine: Engine, dovecot: Dovecot, tmp_path: Path
+    engine: Engine, dovecot: Dovecot, tmp_path: Path, record_property: Any
 ) -> None:
+    record_property("mailbox_kind", "imap (Dovecot)")
     with transaction(engine) as session:
         for email in ADDRESSES:
             session.add(Subscriber(email=email, email_key=email, token=email,
