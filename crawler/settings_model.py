@@ -174,6 +174,9 @@ class BounceSettings(_Section):
     imap_port: int = Field(993, ge=1, le=65535)
     imap_user: str = ""
     imap_folder: str = "INBOX"
+    #: Extra CA bundle to trust for the IMAP server (a private server's certificate);
+    #: empty: the system store.
+    imap_ca_file: str = ""
     #: Hard bounces (5.x.x) that suspend an address; soft ones (4.x.x) within soft_window.
     hard_limit: int = Field(1, ge=1)
     soft_limit: int = Field(3, ge=1)
@@ -221,6 +224,10 @@ class EmailSettings(_Section):
 class StatusSettings(_Section):
     #: ``status --check`` reports a source that failed this many polls in a row.
     failed_polls: int = Field(3, ge=1)
+    #: ``status`` warns (and ``--check`` fails) when, over the last 30 days, bounces or
+    #: complaints exceed this percentage of the digests sent.
+    max_bounce_percent: float = Field(2.0, ge=0, le=100)
+    max_complaint_percent: float = Field(0.1, ge=0, le=100)
 
 
 class WebSettings(_Section):

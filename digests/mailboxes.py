@@ -49,12 +49,25 @@ def iter_mbox(path: str | Path) -> Iterator[bytes]:
 
 
 def iter_imap(
-    host: str, port: int, user: str, folder: str, *, context: ssl.SSLContext | None = None
+    host: str,
+    port: int,
+    user: str,
+    folder: str,
+    *,
+    context: ssl.SSLContext | None = None,
+    ca_file: str = "",
 ) -> Iterator[bytes]:
-    """The messages of an IMAP folder over TLS (the password from LITWATCH_IMAP_PASSWORD)."""
+    """The messages of an IMAP folder over TLS (the password from LITWATCH_IMAP_PASSWORD).
+
+    The server's certificate is verified against the system's CAs, or ``ca_file`` when given.
+    """
     password = os.environ.get(IMAP_PASSWORD_ENV, "")
     try:
-        conn = imaplib.IMAP4_SSL(host, port, ssl_context=context or ssl.create_default_context())
+        context = context or ssl.create_default_context(cafile=ca_file or None)
+    except OSError as exc:
+        raise MailboxError(f"IMAP {host}:{port}: cannot read imap_ca_file: {exc}") from None
+    try:
+        conn = imaplib.IMAP4_SSL(host, port, ssl_context=context)
     except (OSError, imaplib.IMAP4.error) as exc:
         raise MailboxError(f"IMAP {host}:{port}: cannot connect: {exc}") from None
     try:

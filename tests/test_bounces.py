@@ -1,8 +1,8 @@
 """Bounce and complaint processing from a real Maildir and mbox (Python's mailbox module
 writes them as mail servers do), on SQLite and PostgreSQL: decisions, policy, idempotence.
 
-The IMAP reader is exercised only where a real IMAP server is available; these tests read
-Maildir and mbox (the README of tests/fixtures/mail lists the messages).
+These tests read Maildir and mbox (the README of tests/fixtures/mail lists the messages);
+tests/test_bounces_imap.py reads a real IMAP server (a private Dovecot instance).
 """
 
 from __future__ import annotations

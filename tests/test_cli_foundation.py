@@ -445,7 +445,8 @@ def test_status_check_reports_each_problem_on_one_line(seeded: tuple[Engine, Pat
     ok = run(config, "status", "--check")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.splitlines() == [
-        "OK: 2 sources polling, no daemon expected, no failing deliveries"
+        "OK: 2 sources polling, no daemon expected, no failing deliveries, "
+        "bounce and complaint rates within limits"
     ]
 
     with engine.begin() as conn:

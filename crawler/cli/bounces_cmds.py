@@ -85,7 +85,8 @@ def _sources(
         given.append(("mbox", lambda: mailboxes.iter_mbox(policy.mbox)))
     if policy.imap_host:
         given.append(("imap", lambda: mailboxes.iter_imap(
-            policy.imap_host, policy.imap_port, policy.imap_user, policy.imap_folder
+            policy.imap_host, policy.imap_port, policy.imap_user, policy.imap_folder,
+            ca_file=policy.imap_ca_file,
         )))  # fmt: skip
     return given
 

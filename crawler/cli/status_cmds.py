@@ -30,9 +30,13 @@ from crawler.cli.context import EXIT_FAILURE, App, pass_app
 def status(app: App, as_json: bool, check: bool, failed_polls: int | None) -> None:
     """Show sources and their health, what the database holds, and the daemon.
 
+    Also shows the bounce and complaint rates of the last 30 days, with a warning when one
+    is above [status] max_bounce_percent (2) or max_complaint_percent (0.1).
+
     With --check, exit 1 when a source failed its last N polls, the daemon ran here but is
-    not running now, or digests of the latest run failed, have an unknown outcome or keep
-    being deferred (one line each); otherwise print one OK line and exit 0.
+    not running now, digests of the latest run failed, have an unknown outcome or keep
+    being deferred, or a rate is above its threshold (one line each); otherwise print one
+    OK line and exit 0.
 
     \b
     Examples:
@@ -63,7 +67,10 @@ def _check(data: dict[str, Any], failed_polls: int) -> None:
         sys.exit(EXIT_FAILURE)
     enabled = sum(s["enabled"] and s["configured"] for s in data["sources"])
     daemon = "daemon running" if data["daemon"]["running"] else "no daemon expected"
-    click.echo(f"OK: {enabled} sources polling, {daemon}, no failing deliveries")
+    click.echo(
+        f"OK: {enabled} sources polling, {daemon}, no failing deliveries, "
+        "bounce and complaint rates within limits"
+    )
 
 
 def _json_default(v: Any) -> str:
@@ -122,7 +129,27 @@ def _print_status(app: App, data: dict[str, Any]) -> None:
             f"{len(watch['failures'])} failures",
             markup=False,
         )
+    _print_deliverability(app, data["deliverability"])
     _print_daemon(app, data["daemon"])
+
+
+def deliverability_text(d: dict[str, Any]) -> str:
+    """``Deliverability (last 30 days): 400 sent, 3 bounces (0.8%), 0 complaints (0.00%)``."""
+
+    def rate(percent: float | None, digits: int) -> str:
+        return "-" if percent is None else f"{percent:.{digits}f}%"
+
+    return (
+        f"Deliverability (last {d['days']} days): {d['sent']} sent, "
+        f"{d['bounces']} bounces ({rate(d['bounce_percent'], 1)}), "
+        f"{d['complaints']} complaints ({rate(d['complaint_percent'], 2)})"
+    )
+
+
+def _print_deliverability(app: App, d: dict[str, Any]) -> None:
+    app.out.print(deliverability_text(d), markup=False)
+    for line in d["warnings"]:
+        app.out.print(f"Warning: {line}", style="bold red", markup=False)
 
 
 def _utc(v: datetime | None) -> str:

@@ -7,7 +7,7 @@ should start fast. :func:`daemon_info` also serves callers holding a session.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from crawler.db import DAEMON_KEY, WATCH_KEY
@@ -46,7 +46,68 @@ def collect_status(settings: Settings, reader: Reader, daemon_running: bool) -> 
         "recent_deliveries": recent_deliveries(reader),
         "daemon": daemon_state(json.loads(record) if record else {}, daemon_running),
         "watch": _watch(reader),
+        "deliverability": deliverability(settings, reader, datetime.now(UTC)),
     }
+
+
+#: The window ``status`` reports bounce and complaint rates over.
+DELIVERABILITY_DAYS = 30
+
+
+def deliverability(settings: Settings, reader: Reader, now: datetime) -> dict[str, Any]:
+    """Digests sent, bounces and complaints received, in the last 30 days, and their rates.
+
+    Bounces are hard and soft ones (complaints apart), from the mailbox and from webhooks;
+    rates are percentages of the digests sent (None when none was sent). One query for the
+    digests sent, one (answered from the index on ``received_at``) for the returned mail.
+    """
+    since = now - timedelta(days=DELIVERABILITY_DAYS)
+    at = _stored(reader, since)
+    sent = reader.scalar(
+        "SELECT count(*) FROM deliveries WHERE state = 'sent' AND sent_at >= :since",
+        {"since": at},
+    )
+    kinds = dict(reader.rows(
+        "SELECT kind, count(*) FROM bounces WHERE received_at >= :since "
+        "AND kind IN ('hard', 'soft', 'complaint') GROUP BY kind",
+        {"since": at},
+    ))  # fmt: skip
+    sent = sent or 0
+    hard, soft, complaints = kinds.get("hard", 0), kinds.get("soft", 0), kinds.get("complaint", 0)
+    cfg = settings.status
+    data: dict[str, Any] = {
+        "days": DELIVERABILITY_DAYS,
+        "since": since,
+        "sent": sent,
+        "bounces": hard + soft,
+        "hard_bounces": hard,
+        "soft_bounces": soft,
+        "complaints": complaints,
+        "bounce_percent": 100 * (hard + soft) / sent if sent else None,
+        "complaint_percent": 100 * complaints / sent if sent else None,
+        "max_bounce_percent": cfg.max_bounce_percent,
+        "max_complaint_percent": cfg.max_complaint_percent,
+    }
+    return data | {"warnings": deliverability_warnings(data)}
+
+
+def deliverability_warnings(data: dict[str, Any]) -> list[str]:
+    """One line per rate above its threshold ([status] max_bounce_percent, ...)."""
+    found = []
+    for what, key in (("bounce", "bounces"), ("complaint", "complaints")):
+        percent, limit = data[f"{what}_percent"], data[f"max_{what}_percent"]
+        if percent is not None and percent > limit:
+            found.append(
+                f"deliverability: {what} rate {percent:.2f}% over the last {data['days']} days "
+                f"is above {limit:g}% ({data[key]} of {data['sent']} digests sent)"
+            )
+    return found
+
+
+def _stored(reader: Reader, moment: datetime) -> Any:
+    """``moment`` as the database stores UTC timestamps (SQLite: SQLAlchemy's text form)."""
+    naive = moment.astimezone(UTC).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if reader.dialect == "sqlite" else naive
 
 
 #: Delivery states always shown (digests.delivery has the others: sending, resend, ...).
@@ -84,8 +145,8 @@ def problems(data: dict[str, Any], failed_polls: int) -> list[str]:
     """One line per reason for ``litwatch status --check`` to fail (none: all is well).
 
     A source that failed its last ``failed_polls`` polls, a daemon that ran here and is not
-    running now, and digests of the latest run that were refused, have an unknown outcome,
-    or keep being deferred.
+    running now, digests of the latest run that were refused, have an unknown outcome, or
+    keep being deferred, and bounce or complaint rates above [status]'s thresholds.
     """
     found = [
         f"source {s['id']}: failed its last {s['consecutive_failures']} polls"
@@ -102,6 +163,7 @@ def problems(data: dict[str, Any], failed_polls: int) -> list[str]:
             f"last heartbeat {_iso(daemon.get('heartbeat'))})"
         )
     found.extend(_delivery_problems(data["recent_deliveries"]))
+    found.extend(data["deliverability"]["warnings"])
     return found
 
 
