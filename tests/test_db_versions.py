@@ -57,9 +57,9 @@ def test_versions_of_one_preprint_are_one_paper(engine: Engine) -> None:
 def test_a_link_learned_three_times_is_one_row_and_one_published_event(engine: Engine) -> None:
     upsert(engine, [_preprint()])
     with transaction(engine) as session:
-        assert record(session, [_link()], NOW) == 1
+        assert record(session, [_link()], NOW).links == 1
     with transaction(engine) as session:
-        assert record(session, [_link("biorxiv", published_journal="Pain")], NOW) == 0
+        assert record(session, [_link("biorxiv", published_journal="Pain")], NOW).links == 0
     upsert(engine, [_preprint(2, versions=[_link("biorxiv")])])
     with transaction(engine) as session:
         rows = list(session.scalars(select(PaperVersionRow)))
@@ -107,3 +107,13 @@ def test_a_link_by_pmid_only_finds_the_journal_version(engine: Engine) -> None:
     [work] = found[ids[ARTICLE.lower()]]
     assert work.preprint_id == ids[PREPRINT.lower()]
     assert work.published_doi == ARTICLE.lower()
+
+
+def test_only_held_links_are_kept_from_a_whole_server_listing(engine: Engine) -> None:
+    upsert(engine, [_preprint()])
+    stranger = VersionLink(preprint_doi="10.1101/2025.09.09.1", published_doi="10.1/x", source="b")
+    with transaction(engine) as session:
+        learned = record(session, [stranger, _link("biorxiv")], NOW, only_held=True)
+        assert (learned.links, learned.events) == (1, 1)
+        kept = list(session.scalars(select(PaperVersionRow.preprint_doi)))
+    assert kept == [PREPRINT.lower()]

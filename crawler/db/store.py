@@ -126,7 +126,7 @@ def _upsert_batch(engine: Engine, items: Sequence[Paper], now: datetime) -> Upse
             result.events = events.record(session, events.resolve(session, learned), now)
         links = [link for item in items for link in item.versions]
         if links:
-            result.links = versions.record(session, links, now)
+            result.links = versions.record(session, links, now).links
         if result.new_paper_ids:  # a preprint whose journal version was known before it
             fresh = set(result.new_paper_ids)
             keys = [r["doi_key"] for r, pid in zip(records, result.paper_ids, strict=True)

@@ -60,10 +60,21 @@ class WorkLink:
         return self.published_id if paper_id == self.preprint_id else self.preprint_id
 
 
-def record(session: Session, links: Iterable[VersionLink], now: datetime) -> int:
+@dataclass(frozen=True)
+class Learned:
+    """What storing some links did: new links, new ``published`` events."""
+
+    links: int = 0
+    events: int = 0
+
+
+def record(
+    session: Session, links: Iterable[VersionLink], now: datetime, *, only_held: bool = False
+) -> Learned:
     """Store links (each preprint DOI once) and the ``published`` events they mean.
 
-    Returns how many links were new.
+    ``only_held``: keep only links whose preprint or journal version is a stored paper (a
+    ``pubs`` page lists every preprint of its server published that week).
     """
     wanted: dict[str, dict[str, object]] = {}
     for link in links:
@@ -75,8 +86,10 @@ def record(session: Session, links: Iterable[VersionLink], now: datetime) -> int
             _fill_values(wanted[key], values)
         else:
             wanted[key] = values
+    if only_held:
+        wanted = _held(session, wanted)
     if not wanted:
-        return 0
+        return Learned()
     stored = {
         row.preprint_doi: row
         for row in session.scalars(
@@ -90,8 +103,23 @@ def record(session: Session, links: Iterable[VersionLink], now: datetime) -> int
                 setattr(row, name, wanted[key][name])
     new = insert_ignore(session, PaperVersionRow, fresh, returning="id") if fresh else 0
     session.flush()
-    announce(session, list(wanted), now)
-    return new
+    return Learned(new, announce(session, list(wanted), now))
+
+
+def _held(session: Session, wanted: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    dois = set(wanted) | {str(v["published_doi"]) for v in wanted.values() if v["published_doi"]}
+    pmids = {str(v["published_pmid"]) for v in wanted.values() if v["published_pmid"]}
+    held: set[str] = set()
+    ordered = sorted(dois)
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        held.update(k for k in session.scalars(select(PaperRow.doi_key).where(
+            PaperRow.doi_key.in_(chunk))) if k)  # fmt: skip
+    if pmids:
+        held.update(k for k in session.scalars(select(PaperRow.pmid).where(
+            PaperRow.pmid.in_(sorted(pmids)))) if k)  # fmt: skip
+    return {key: v for key, v in wanted.items()
+            if held & {key, v["published_doi"], v["published_pmid"]}}  # fmt: skip
 
 
 def _values(link: VersionLink, now: datetime) -> dict[str, object] | None:
