@@ -117,3 +117,20 @@ def test_only_held_links_are_kept_from_a_whole_server_listing(engine: Engine) ->
         assert (learned.links, learned.events) == (1, 1)
         kept = list(session.scalars(select(PaperVersionRow.preprint_doi)))
     assert kept == [PREPRINT.lower()]
+
+
+def test_the_export_names_every_version_of_the_work(engine: Engine) -> None:
+    from crawler.db.queries import iter_records, papers_query
+
+    upsert(engine, [_preprint(), _article(), Paper(source_id="s", origin="pubmed", pmid="1",
+                                                   title="Unrelated")])  # fmt: skip
+    with transaction(engine) as session:
+        record(session, [_link(published_journal="Pain")], NOW)
+    with transaction(engine) as session:
+        exported = {r["title"]: r["versions"] for r in iter_records(session, papers_query())}
+    expected = {
+        "preprints": [{"doi": PREPRINT.lower(), "server": "medRxiv", "posted": "2025-01-02"}],
+        "published_doi": ARTICLE.lower(), "published_pmid": "40000010", "published_journal": "Pain",
+    }  # fmt: skip
+    assert exported == {"Passive transfer of fibromyalgia pain by IgG": expected,
+                        "Unrelated": None}  # fmt: skip
