@@ -156,10 +156,13 @@ class VersionLink:
 
     ``preprint_doi`` names the preprint (a DOI key); the journal version is named by
     ``published_doi`` and/or ``published_pmid``. ``source`` says how it was learned
-    (``crossref``, ``biorxiv``, ``europepmc``, ``title-match``).
+    (``crossref``, ``biorxiv``, ``europepmc``, ``title-match``). A source that says a preprint
+    exists without naming its DOI (Europe PMC's "Preprint in") gives ``match_title`` and
+    ``match_author`` instead: the link holds only if exactly one held preprint has that title
+    and first author (:mod:`crawler.db.versions`).
     """
 
-    preprint_doi: str
+    preprint_doi: str | None
     source: str
     published_doi: str | None = None
     published_pmid: str | None = None
@@ -167,10 +170,14 @@ class VersionLink:
     preprint_posted: datetime.date | None = None
     published_journal: str | None = None
     published_date: datetime.date | None = None
+    match_title: str | None = None
+    match_author: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.published_doi or self.published_pmid):
             raise ValueError("a version link needs the journal version's DOI or PMID")
+        if not (self.preprint_doi or (self.match_title and self.match_author)):
+            raise ValueError("a version link needs the preprint's DOI, or title and author")
 
 
 @dataclass(slots=True)

@@ -65,7 +65,8 @@ class PreprintRecord:
 
         A preprint's ``Preprint of`` names its journal version by PMID (``MED:``) and, when
         the citation prints one, DOI; a journal article's ``Preprint in`` counts only when its
-        citation prints the preprint's DOI (Europe PMC gives no other preprint DOI).
+        citation prints the preprint's DOI (Europe PMC gives no other preprint DOI), or else
+        names the held preprint of the same title and first author.
         """
         paper, found = self.paper, []
         if self.is_preprint and paper.doi:
@@ -78,11 +79,14 @@ class PreprintRecord:
                 ))  # fmt: skip
         elif not self.is_preprint and (paper.doi or paper.pmid):
             for x in self.links:
-                if x.relation == "Preprint in" and x.doi:
+                # Without a DOI the preprint is found by exact title and first author, if held.
+                if x.relation == "Preprint in" and (x.doi or (paper.title and paper.authors)):
                     found.append(VersionLink(
                         preprint_doi=x.doi, published_doi=paper.doi, published_pmid=paper.pmid,
                         source=EUROPEPMC, published_journal=paper.journal,
                         published_date=paper.published,
+                        match_title=None if x.doi else paper.title,
+                        match_author=None if x.doi else paper.authors[0],
                     ))  # fmt: skip
         return found
 

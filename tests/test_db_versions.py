@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select
 from crawler.db.engine import transaction
 from crawler.db.models import PaperEventRow, PaperRow, PaperVersionRow
 from crawler.db.store import upsert
-from crawler.db.versions import links_of, record, unlinked_preprints
+from crawler.db.versions import Learned, links_of, record, unlinked_preprints
 from crawler.events import VersionLink
 from crawler.items import Paper
 
@@ -134,3 +134,22 @@ def test_the_export_names_every_version_of_the_work(engine: Engine) -> None:
     }  # fmt: skip
     assert exported == {"Passive transfer of fibromyalgia pain by IgG": expected,
                         "Unrelated": None}  # fmt: skip
+
+
+def test_a_link_without_the_preprint_doi_needs_an_exact_title_and_first_author(
+    engine: Engine,
+) -> None:
+    upsert(engine, [_preprint(), _article()])
+    said = {"published_doi": ARTICLE, "published_pmid": "40000010", "source": "europepmc"}
+    other_author = VersionLink(preprint_doi=None, match_title=_article().title,
+                               match_author="Smith J", **said)  # type: ignore[arg-type]  # fmt: skip
+    other_title = VersionLink(preprint_doi=None, match_title="Passive transfer of pain",
+                              match_author="Goebel A", **said)  # type: ignore[arg-type]  # fmt: skip
+    with transaction(engine) as session:
+        assert record(session, [other_author, other_title], NOW).links == 0
+    exact = VersionLink(preprint_doi=None, match_title=_article().title,
+                        match_author="Goebel, A.", **said)  # type: ignore[arg-type]  # fmt: skip
+    with transaction(engine) as session:
+        assert record(session, [exact], NOW) == Learned(links=1, events=1)
+        row = session.scalar(select(PaperVersionRow))
+    assert row is not None and (row.preprint_doi, row.source) == (PREPRINT.lower(), "title-match")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from sqlalchemy import or_, select
@@ -25,8 +25,8 @@ from crawler.db import events as event_store
 from crawler.db.engine import insert_ignore
 from crawler.db.identity import column_width, fit
 from crawler.db.models import PaperRow, PaperVersionRow, Sighting
-from crawler.events import PUBLISHED, PaperEvent, VersionLink
-from crawler.normalise import doi_key, pmid, squash
+from crawler.events import PUBLISHED, TITLE_MATCH, PaperEvent, VersionLink
+from crawler.normalise import doi_key, pmid, squash, title_fingerprint
 
 _FILLED = (
     "published_doi", "published_pmid", "server", "preprint_posted", "published_journal",
@@ -78,6 +78,8 @@ def record(
     """
     wanted: dict[str, dict[str, object]] = {}
     for link in links:
+        if not link.preprint_doi:
+            link = _by_title(session, link)
         values = _values(link, now)
         if values is None:
             continue
@@ -120,6 +122,33 @@ def _held(session: Session, wanted: dict[str, dict[str, object]]) -> dict[str, d
             PaperRow.pmid.in_(sorted(pmids)))) if k)  # fmt: skip
     return {key: v for key, v in wanted.items()
             if held & {key, v["published_doi"], v["published_pmid"]}}  # fmt: skip
+
+
+def _by_title(session: Session, link: VersionLink) -> VersionLink:
+    """A link without a preprint DOI, completed when exactly one held preprint has its exact
+    title and first author (the source said a preprint exists: this only finds which)."""
+    key = title_fingerprint(link.match_title)
+    author = _surname(link.match_author)
+    if key is None or not author:
+        return link
+    preprints = select(Sighting.paper_id).where(Sighting.kind == "preprint")
+    rows = session.execute(
+        select(PaperRow.doi_key, PaperRow.title, PaperRow.authors).where(
+            PaperRow.title_key == key, PaperRow.doi_key.is_not(None), PaperRow.id.in_(preprints)
+        )
+    ).all()
+    exact = (squash(link.match_title) or "").casefold()
+    found = {doi for doi, title, authors in rows
+             if (squash(title) or "").casefold() == exact
+             and _surname((authors or [None])[0]) == author}  # fmt: skip
+    if len(found) != 1:
+        return link
+    return replace(link, preprint_doi=found.pop(), source=TITLE_MATCH)
+
+
+def _surname(name: str | None) -> str:
+    # "Goebel A", "Goebel, A." and "Goebel Andreas" agree on the family name.
+    return (squash(name) or "").replace(",", " ").split(" ")[0].casefold()
 
 
 def _values(link: VersionLink, now: datetime) -> dict[str, object] | None:
