@@ -173,7 +173,8 @@ def _run(config: Settings, engine: Engine, all_papers: bool) -> WatchReport:
         (
             WatchVersionsSpider,
             "versions",
-            {"preprints": preprints, "until": utcnow().date(), "servers": _preprint_servers(config),
+            {"preprints": preprints, "until": utcnow().date(),
+             "servers": _preprint_servers(config) if preprints else [],
              "since": max(date.fromisoformat(record.crossref_since or ""),
                           (utcnow() - PUBS_WINDOW).date())},
         ),
@@ -240,7 +241,8 @@ def _source(config: Settings, stage: str) -> SourceSettings:
 
 
 def _preprint_servers(config: Settings) -> list[tuple[str, str]]:
-    """(server, API base URL) of every enabled ``biorxiv`` source: whose ``pubs`` to read."""
+    """(server, API base URL) of every enabled ``biorxiv`` source: whose ``pubs`` to read
+    (only while some held preprint has no known journal version)."""
     from spiders.biorxiv_parse import DEFAULT_BASE_URL
 
     return list(dict.fromkeys(
