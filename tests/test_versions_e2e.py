@@ -174,3 +174,11 @@ def test_a_published_preprint_is_one_work_told_once(
         engine.dispose()
     source = "crossref" if learn_from == "crossref" else "biorxiv"
     assert links == [(PREPRINT, ARTICLE, source)] and published == ["published"]
+    shown = _run(config, "papers", "show", PREPRINT)
+    assert f"Journal version: {ARTICLE} (Pain)" in shown
+    exported = [json.loads(line) for line in _run(config, "papers", "export").splitlines()]
+    assert len(exported) == 2  # v1 and v2 are one paper; the article is the other
+    for paper in exported:
+        assert paper["versions"]["published_doi"] == ARTICLE
+        assert [p["doi"] for p in paper["versions"]["preprints"]] == [PREPRINT]
+        assert paper["versions"]["preprints"][0]["server"] == "medRxiv"
