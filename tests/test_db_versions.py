@@ -153,3 +153,19 @@ def test_a_link_without_the_preprint_doi_needs_an_exact_title_and_first_author(
         assert record(session, [exact], NOW) == Learned(links=1, events=1)
         row = session.scalar(select(PaperVersionRow))
     assert row is not None and (row.preprint_doi, row.source) == (PREPRINT.lower(), "title-match")
+
+
+def test_a_real_crossref_preprint_answer_links_the_held_preprint(engine: Engine) -> None:
+    from spiders.crossref_parse import parse_work
+    from tests.support.corpus import corpus_path
+
+    body = corpus_path("lifecycle/crossref_posted-content_researchsquare_is-preprint-of.json")
+    work = parse_work(body.read_bytes())
+    upsert(engine, [Paper(source_id="epmc", origin="feed", sighting_kind="preprint",
+                          doi=work.doi, title=work.title, topics=["fibromyalgia"])])  # fmt: skip
+    links = [VersionLink(preprint_doi=x.preprint_doi, published_doi=x.published_doi,
+                         source="crossref") for x in work.preprint_links]  # fmt: skip
+    with transaction(engine) as session:
+        assert record(session, links, NOW) == Learned(links=1, events=1)
+    [event] = _published_events(engine)
+    assert event.notice_doi == "10.1186/s13063-019-3980-5"
