@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # --- event types -------------------------------------------------------------------------------
 
@@ -85,6 +85,10 @@ PUBMED = "pubmed"
 CROSSREF = "crossref"
 RETRACTION_WATCH = "retraction-watch"
 FEED = "feed"
+BIORXIV = "biorxiv"
+EUROPEPMC = "europepmc"
+#: An exact title-and-first-author match that confirmed a link a source gave without a DOI.
+TITLE_MATCH = "title-match"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +155,36 @@ def label_of(type_or_status: str) -> str:
     return LABELS[paper_type(type_or_status)]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionLink:
+    """A preprint and its journal version: one *work* (see :mod:`crawler.db.versions`).
+
+    ``preprint_doi`` names the preprint (a DOI key); the journal version is named by
+    ``published_doi`` and/or ``published_pmid``. ``source`` says how it was learned
+    (``crossref``, ``biorxiv``, ``europepmc``, ``title-match``). A source that says a preprint
+    exists without naming its DOI (Europe PMC's "Preprint in") gives ``match_title`` and
+    ``match_author`` instead: the link holds only if exactly one held preprint has that title
+    and first author (:mod:`crawler.db.versions`).
+    """
+
+    preprint_doi: str | None
+    source: str
+    published_doi: str | None = None
+    published_pmid: str | None = None
+    server: str | None = None  # "medRxiv", "bioRxiv", "Research Square"
+    preprint_posted: datetime.date | None = None
+    published_journal: str | None = None
+    published_date: datetime.date | None = None
+    match_title: str | None = None
+    match_author: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.published_doi or self.published_pmid):
+            raise ValueError("a version link needs the journal version's DOI or PMID")
+        if not (self.preprint_doi or (self.match_title and self.match_author)):
+            raise ValueError("a version link needs the preprint's DOI, or title and author")
+
+
 @dataclass(slots=True)
 class EventBatch:
     """What one answer of a lifecycle source said: the events, and how far the watch got.
@@ -164,3 +198,5 @@ class EventBatch:
     events: list[PaperEvent]
     checked: int = 0
     progress: str | None = None
+    #: Preprint-to-journal links learned from the same answer (crawler.db.versions).
+    links: list[VersionLink] = field(default_factory=list)

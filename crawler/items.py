@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from crawler.events import PaperEvent
+from crawler.events import PaperEvent, VersionLink
 
 #: How much a record from each origin is trusted when two disagree (higher wins).
 ORIGIN_RANK = {"news": 1, "feed": 2, "pubmed": 3}
@@ -51,6 +51,8 @@ class Paper:
     context: str | None = None
     #: What the record says happened to it or to another paper (a retraction, an erratum...).
     events: list[PaperEvent] = field(default_factory=list)
+    #: Preprint-to-journal links the record reports (its own or another paper's).
+    versions: list[VersionLink] = field(default_factory=list)
     #: Set by the pipeline for an off-topic record that carries events: its events are
     #: stored (a notice about a paper litwatch holds), the record itself is not.
     events_only: bool = False

@@ -73,6 +73,7 @@ _TYPE_KEYS: dict[str, str] = {
     # PubMed tags the retracted article itself "Retracted Publication" and the notice
     # "Retraction of Publication"; a reader needs to tell the two apart.
     "retracted publication": "retracted",
+    "withdrawn publication": "withdrawn",
     "retraction of publication": "retraction",
     "retraction": "retraction",
     "published erratum": "correction",
@@ -83,10 +84,11 @@ _TYPE_KEYS: dict[str, str] = {
 
 _LABELS: dict[str, str] = {
     "retracted": "Retracted",
+    "withdrawn": "Withdrawn",
     "retraction": "Retraction notice",
     "correction": "Correction",
     "concern": "Expression of concern",
-    "preprint": "Preprint - not peer reviewed",
+    "preprint": "Preprint (not peer reviewed)",
     "meta-analysis": "Meta-analysis",
     "systematic-review": "Systematic review",
     "rct": "Randomised controlled trial",
@@ -96,7 +98,7 @@ _LABELS: dict[str, str] = {
 #: Badge display order: warnings first, then the design, strongest first.
 BADGE_ORDER: tuple[str, ...] = tuple(_LABELS)
 
-_NOTICE_KEYS = frozenset({"retracted", "retraction", "correction", "concern"})
+_NOTICE_KEYS = frozenset({"retracted", "withdrawn", "retraction", "correction", "concern"})
 
 # Titles that announce a notice. Elsevier and Wiley prefix the retracted article's own title
 # with "RETRACTED:"; notices are titled "Retraction: <title>", "Correction to: <title>",
@@ -166,7 +168,7 @@ def _prune(keys: set[str]) -> set[str]:
 #: whose own record has not caught up with what litwatch learned about them.
 _STATUS_TYPES: dict[str, str] = {
     "retracted": "Retracted Publication",
-    "withdrawn": "Retracted Publication",
+    "withdrawn": "Withdrawn Publication",
     "concern": "Expression of Concern",
     "corrected": "Published Erratum",
 }

@@ -98,6 +98,13 @@ class Entry:
     #: What happened to it since (crawler.events: ``retracted``, ``concern``, ...), shown as
     #: a warning badge however its record reads.
     status: str = "current"
+    #: A preprint's journal version (digests.works): where and the link; it is no longer
+    #: badged as a preprint.
+    published_in: str | None = None
+    published_url: str | None = None
+    #: A journal article's preprint history: "first posted as a preprint on <date> (<server>)".
+    preprint_posted: date | None = None
+    preprint_server: str | None = None
 
     @property
     def pubmed_url(self) -> str | None:
@@ -126,7 +133,10 @@ class Entry:
     def badges(self) -> tuple[Badge, ...]:
         """Evidence and warning badges (see :func:`digests.evidence.badges`)."""
         types = (*self.publication_types, *evidence.status_types(self.status))
-        return evidence.badges(types, self.title, self.doi, self._kinds)
+        found = evidence.badges(types, self.title, self.doi, self._kinds)
+        if self.published_in is not None:  # peer reviewed since: "Now published in ..."
+            found = tuple(b for b in found if b.key != "preprint")
+        return found
 
     @property
     def strength(self) -> int:

@@ -22,7 +22,7 @@ from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryEvent, DeliveryNews, DeliveryPaper, Subscriber
 from crawler.settings import Settings
 from digests import selection as sel
-from digests import updates
+from digests import updates, works
 from digests.delivery import DUE_STATES, FAILED, UNKNOWN
 from digests.mail import message_id
 from digests.model import Entry
@@ -186,6 +186,7 @@ class PagePlan:
         for sid, ids in wanted.items():
             had = given.get(sid, set())
             self.papers[sid] = [pid for pid in ids if pid not in had]
+        self.papers = works.one_per_work(session, self.papers)  # one work, once (issue 14)
 
     def earlier(self, sub: Subscriber) -> tuple[list[int], int]:
         """Pending deliveries of earlier periods: (ids due again, how many still wait).
@@ -258,6 +259,7 @@ class PagePlan:
                 ids = self.papers[sid]
                 if list(sub.topics or ()) != self.topics[sid]:  # changed since the page read
                     ids = sel.select_paper_ids(session, sub, cutoff, lookback)
+                    ids = works.one_per_work(session, {sid: ids})[sid]
                 told = updates.event_ids_for(session, sub, cutoff)  # issue 13
                 if not ids and not news[sid] and not told and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")

@@ -13,7 +13,7 @@ from crawler.db.models import Subscriber, utcnow
 from crawler.settings import Settings
 from digests import selection as sel
 from digests import subscribers as subs
-from digests import updates
+from digests import updates, works
 from digests.compose import Personal, make_composer
 from digests.render import render
 from digests.tokens import Links, Signer, signer_for
@@ -52,6 +52,7 @@ def preview(
         tz = sub.timezone
         cutoff = sel.cutoff_for(tz, period_end=period_end, now=now)
         ids = sel.select_paper_ids(session, sub, cutoff, settings.digest.first_lookback)
+        ids = works.one_per_work(session, {sub.id: ids})[sub.id]
         entries = sel.entries_for(session, ids)
         told = sel.news_for(session, [sub], {sub.id: cutoff}, settings.digest.first_lookback)
         news = sel.news_entries(session, told[sub.id])

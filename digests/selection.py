@@ -31,6 +31,7 @@ from crawler.db.models import (
     Subscriber,
 )
 from digests.model import NEWS_SHOWN, Entry, NewsEntry, PressLink, paper_url
+from digests.works import with_versions
 
 _CHUNK = 500
 
@@ -168,7 +169,7 @@ def entries_for(session: Session, paper_ids: Sequence[int]) -> list[Entry]:
             if press_only(paper, kinds[paper.id]):
                 entry = replace(entry, story=_legacy_story(entry, press[paper.id]))
             out.append(entry)
-    return out
+    return with_versions(session, out)  # one work across its versions (issue 14)
 
 
 def press_only(paper: PaperRow, kinds: set[str]) -> bool:

@@ -23,8 +23,9 @@ from crawler.db.models import (
     PaperRow,
     Subscriber,
 )
-from crawler.events import label_of
+from crawler.events import PUBLISHED, label_of
 from digests.model import doi_url, paper_url, pubmed_url
+from digests.works import published_journals
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,14 @@ def updates_for(session: Session, subscriber_id: int, event_ids: Sequence[int]) 
         .order_by(PaperEventRow.detected_at, PaperEventRow.id)
     ).all()
     sent_on = _sent_on(session, subscriber_id, [paper.id for _event, paper in rows])
+    journals = published_journals(session, [p.id for e, p in rows if e.type == PUBLISHED])
     return [
         Update(
             event_id=event.id,
             paper_id=paper.id,
             title=paper.title or paper.doi or f"PMID {paper.pmid}",
             paper_url=paper_url(paper.doi, paper.pmid) or "",
-            label=label_of(event.type),
+            label=_label(event, journals.get(paper.id)),
             kind=event.type,
             sent_on=sent_on.get(paper.id),
             notice_url=event.notice_url
@@ -95,6 +97,13 @@ def updates_for(session: Session, subscriber_id: int, event_ids: Sequence[int]) 
         )
         for event, paper in rows
     ]
+
+
+def _label(event: PaperEventRow, journal: str | None) -> str:
+    """ "Retracted", ...; for a preprint's journal version "Now published in <journal>"."""
+    if event.type == PUBLISHED and (journal or event.notice_title):
+        return f"{label_of(event.type)} in {journal or event.notice_title}"
+    return label_of(event.type)
 
 
 def _sent_on(session: Session, subscriber_id: int, paper_ids: Sequence[int]) -> dict[int, date]:

@@ -30,6 +30,7 @@ from datetime import date
 from typing import Any
 
 from crawler import normalise
+from crawler.events import BIORXIV, WITHDRAWN, PaperEvent, VersionLink
 from crawler.items import Paper
 from crawler.normalise import clean_doi, html_to_text
 from spiders.authors import split_author_string
@@ -128,6 +129,14 @@ class PublicationLink:
     server: str | None = None
     preprint_title: str | None = None
 
+    def version_link(self) -> VersionLink:
+        """This record as a preprint-to-journal link (:mod:`crawler.db.versions`)."""
+        return VersionLink(
+            preprint_doi=self.preprint_doi, published_doi=self.published_doi, source=BIORXIV,
+            server=self.server, preprint_posted=self.preprint_date,
+            published_journal=self.published_journal, published_date=self.published_date,
+        )  # fmt: skip
+
 
 @dataclass
 class PubsPage:
@@ -196,7 +205,23 @@ def parse_details(body: bytes, source_id: str, *, categories: Sequence[str] = ()
             continue
         key = normalise.doi_key(record.doi) or record.doi
         records[key] = _newer(records[key], record) if key in records else record
-    return DetailsPage(list(records.values()), paging, filtered_out)
+    return DetailsPage([_told(r) for r in records.values()], paging, filtered_out)
+
+
+def _told(record: BiorxivRecord) -> BiorxivRecord:
+    """The record's paper with what the server says of its life: withdrawn, published."""
+    paper = record.paper
+    if record.published_doi:
+        paper.versions = [VersionLink(
+            preprint_doi=record.doi, published_doi=record.published_doi, source=BIORXIV,
+            server=record.server, preprint_posted=paper.published,
+        )]  # fmt: skip
+    if record.withdrawn:
+        paper.events = [PaperEvent(
+            type=WITHDRAWN, source=BIORXIV, target_doi=normalise.doi_key(record.doi),
+            notice_title=record.withdrawal_notice, notice_url=paper.url, date=record.version_date,
+        )]  # fmt: skip
+    return record
 
 
 def _record(raw: Any, source_id: str) -> BiorxivRecord | None:

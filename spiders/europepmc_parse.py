@@ -135,6 +135,8 @@ def parse_search(body: bytes, source_id: str, *, sent_cursor: str | None = None)
     cursor = sent_cursor if sent_cursor is not None else (unquote(echo) if echo else None)
     records = [record for raw in results if (record := _record(raw, source_id))]
     papers, merged = dedupe_page(records)
+    for record in papers:
+        record.paper.versions = record.version_links()
     returned = as_text(data.get("nextCursorMark"))
     next_cursor = cursor_after(cursor, returned) if results else None
     return SearchPage(papers, next_cursor, hit_count, cursor, merged)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from crawler import normalise
+from crawler.events import EUROPEPMC, VersionLink
 from crawler.items import Paper
 from crawler.normalise import title_fingerprint
 
@@ -58,6 +59,36 @@ class PreprintRecord:
     def preprint_ids(self) -> list[str]:
         """Preprints of this journal article ("PPR179288"), from ``Preprint in`` links."""
         return [x.id for x in self.links if x.relation == "Preprint in" and x.id]
+
+    def version_links(self) -> list[VersionLink]:
+        """The preprint-to-journal links this record reports, as far as identifiers go.
+
+        A preprint's ``Preprint of`` names its journal version by PMID (``MED:``) and, when
+        the citation prints one, DOI; a journal article's ``Preprint in`` counts only when its
+        citation prints the preprint's DOI (Europe PMC gives no other preprint DOI), or else
+        names the held preprint of the same title and first author.
+        """
+        paper, found = self.paper, []
+        if self.is_preprint and paper.doi:
+            of = [x.id for x in self.links if x.relation == "Preprint of" and x.source == "MED"]
+            pmid = next((p for p in map(normalise.pmid, of) if p), None)
+            if pmid or self.published_doi:
+                found.append(VersionLink(
+                    preprint_doi=paper.doi, published_doi=self.published_doi, published_pmid=pmid,
+                    source=EUROPEPMC, server=self.server, preprint_posted=paper.published,
+                ))  # fmt: skip
+        elif not self.is_preprint and (paper.doi or paper.pmid):
+            for x in self.links:
+                # Without a DOI the preprint is found by exact title and first author, if held.
+                if x.relation == "Preprint in" and (x.doi or (paper.title and paper.authors)):
+                    found.append(VersionLink(
+                        preprint_doi=x.doi, published_doi=paper.doi, published_pmid=paper.pmid,
+                        source=EUROPEPMC, published_journal=paper.journal,
+                        published_date=paper.published,
+                        match_title=None if x.doi else paper.title,
+                        match_author=None if x.doi else paper.authors[0],
+                    ))  # fmt: skip
+        return found
 
 
 _PAPER_FILL = ("url", "doi", "pmid", "pmcid", "title", "seen_title", "abstract", "journal")

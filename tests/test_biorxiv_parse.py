@@ -251,6 +251,28 @@ def test_pubs_links_each_pair_once_and_reads_both_doi_field_names() -> None:
     assert page.paging == Paging(0, 4, 4) and page.next_cursor is None
 
 
+def test_withdrawn_and_published_preprints_say_so_to_the_store() -> None:
+    page = parse_details(fixture("details_page2.json"), SOURCE)
+    gone = next(r for r in page.records if r.doi == WITHDRAWN_DOI)
+    [event] = gone.paper.events
+    assert (event.type, event.source, event.target_doi) == ("withdrawn", "biorxiv", WITHDRAWN_DOI)
+    assert event.notice_title == gone.withdrawal_notice and event.date == gone.version_date
+    published = next(r for r in page.records if r.published_doi)
+    [link] = published.paper.versions
+    assert (link.preprint_doi, link.published_doi) == (published.doi, "10.1016/j.ard.2024.01.002")
+    assert link.source == "biorxiv" and link.server == "bioRxiv"
+    assert all(not r.paper.versions for r in page.records if not r.published_doi)
+
+
+def test_pubs_records_are_version_links() -> None:
+    link = parse_pubs(fixture("pubs_page.json")).links[0].version_link()
+    assert (link.preprint_doi, link.published_doi) == (
+        "10.1101/2024.01.16.575202", "10.1126/sciimmunol.adk1234",
+    )  # fmt: skip
+    assert link.published_journal == "Science Immunology" and link.server == "bioRxiv"
+    assert (link.preprint_posted, link.published_date) == (date(2024, 1, 17), date(2024, 6, 3))
+
+
 def test_pubs_empty_answer() -> None:
     body = b'{"messages": [{"status": "no articles found for published version of "}]}'
     assert parse_pubs(body).links == []

@@ -39,7 +39,7 @@ JCI_TITLE = "Passive transfer of fibromyalgia symptoms from patients to mice"
 JCI_ABSTRACT = "Fibromyalgia syndrome is characterized by chronic widespread pain."
 JSONL_FIELDS = {
     "doi", "pmid", "pmcid", "title", "journal", "published", "authors", "abstract",
-    "topics", "publication_types", "first_seen", "sightings", "status", "events",
+    "topics", "publication_types", "first_seen", "sightings", "status", "events", "versions",
 }  # fmt: skip
 SMTP_SECRET = "smtp-secret-value-4711"
 

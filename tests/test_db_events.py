@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Engine, func, select
 
 from crawler.db.engine import transaction
-from crawler.db.events import events_of, record, resolve, statuses
+from crawler.db.events import events_of, learn, record, resolve, statuses, withdraw_notices
 from crawler.db.models import PaperEventRow
 from crawler.db.store import upsert
 from crawler.events import PaperEvent
@@ -114,3 +114,22 @@ def test_an_erratum_never_makes_a_paper_retracted(engine: Engine) -> None:
         )  # fmt: skip
     with transaction(engine) as session:
         assert statuses(session, [ids["34196305"]]) == {ids["34196305"]: "concern"}
+
+
+def test_a_withdrawn_newer_version_does_not_undo_the_update_naming_it(engine: Engine) -> None:
+    ids = _papers(engine)
+    pid = ids["34196305"]
+    update = PaperEvent(type="updated", source="crossref", target_doi="10.1172/jci144201",
+                        notice_doi="10.1172/jci144201.v2")  # fmt: skip
+    correction = PaperEvent(type="corrected", source="crossref", target_doi="10.1172/jci144201",
+                            notice_doi="10.1172/jci144201.erratum")  # fmt: skip
+    with transaction(engine) as session:
+        assert learn(session, [update, correction], NOW) == 2
+    gone = [PaperEvent(type="withdrawn", source="crossref", target_doi=doi)
+            for doi in ("10.1172/jci144201.v2", "10.1172/jci144201.erratum")]  # fmt: skip
+    with transaction(engine) as session:
+        assert withdraw_notices(session, gone, NOW) == 1  # the erratum notice, not the version
+        rows = {r.type: r.withdrawn_at for r in session.scalars(select(PaperEventRow))}
+    assert rows["updated"] is None and rows["corrected"] is not None
+    with transaction(engine) as session:
+        assert statuses(session, [pid]) == {pid: "updated"}

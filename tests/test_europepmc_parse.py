@@ -184,6 +184,52 @@ def test_core_erratum_link_keeps_the_printed_doi() -> None:
     assert records["39709208"].published_ids == [] and records["39709208"].preprint_ids == []
 
 
+def test_preprint_and_published_links_become_version_links() -> None:
+    preprint = {
+        "id": "PPR800001",
+        "source": "PPR",
+        "doi": "10.1101/2025.03.01.25320001",
+        "title": "IgG transfers fibromyalgia pain",
+        "pubTypeList": {"pubType": ["Preprint"]},
+        "bookOrReportDetails": {"publisher": "medRxiv"},
+        "firstPublicationDate": "2025-03-02",
+        "commentCorrectionList": {
+            "commentCorrection": [
+                {
+                    "type": "Preprint of",
+                    "source": "MED",
+                    "id": "40000010",
+                    "reference": "Pain. 2026;167:1. doi: 10.1016/j.pain.2026.01.001",
+                },
+            ]
+        },
+    }
+    article = {
+        "id": "40000011", "source": "MED", "pmid": "40000011", "doi": "10.1000/journal.2",
+        "title": "Another study", "journalInfo": {"journal": {"title": "Pain"}},
+        "commentCorrectionList": {"commentCorrection": [
+            {"type": "Preprint in", "source": "PPR", "id": "PPR800002",
+             "reference": "medRxiv. doi: 10.1101/2025.04.01.25330002"},
+            {"type": "Preprint in", "source": "PPR", "id": "PPR800003", "reference": "no DOI"},
+        ]},
+    }  # fmt: skip
+    records = parse_search(page(preprint, article), SOURCE).papers
+    [of] = records[0].paper.versions
+    assert (of.preprint_doi, of.published_doi, of.published_pmid) == (
+        "10.1101/2025.03.01.25320001", "10.1016/j.pain.2026.01.001", "40000010",
+    )  # fmt: skip
+    assert of.source == "europepmc" and of.server == "medRxiv"
+    [into] = records[1].paper.versions  # the link without a preprint DOI names nothing
+    assert (into.preprint_doi, into.published_doi, into.published_pmid) == (
+        "10.1101/2025.04.01.25330002", "10.1000/journal.2", "40000011",
+    )  # fmt: skip
+
+
+def test_records_without_preprint_links_carry_no_versions() -> None:
+    body, _ = raw_results(CORE)
+    assert all(not r.paper.versions for r in parse_search(body, SOURCE).papers)
+
+
 # --- Paging -----------------------------------------------------------------------------------
 
 

@@ -67,7 +67,7 @@ def test_preprint_by_doi(doi: str | None, expected: bool) -> None:
 def test_preprint_by_type_or_sighting_and_its_label() -> None:
     assert keys("Preprint") == ["preprint"]
     assert keys("Journal Article", kinds=("article", "preprint")) == ["preprint"]
-    assert badges(["Preprint"])[0].label == "Preprint - not peer reviewed"
+    assert badges(["Preprint"])[0].label == "Preprint (not peer reviewed)"
 
 
 @pytest.mark.parametrize(

@@ -411,7 +411,7 @@ def test_html_entry_parts() -> None:
     badges = {b.text_content(): b.get("class") for b in doc.find_class("badge")}
     assert badges["Meta-analysis"] == badges["Randomised controlled trial"] == "badge design"
     assert badges["Retraction notice"] == "badge warning"
-    assert badges["Preprint - not peer reviewed"] == "badge caution"
+    assert badges["Preprint (not peer reviewed)"] == "badge caution"
 
 
 def test_html_footer_links() -> None:

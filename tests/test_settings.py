@@ -41,7 +41,12 @@ def test_defaults_load_without_a_file() -> None:
     ids = [s.id for s in settings.sources]
     assert len(ids) == len(set(ids)) > 0
     for src in settings.sources:
-        assert (src.query is not None) == (src.kind == "pubmed")
+        assert (src.query is not None) == (src.kind in ("pubmed", "europepmc"))
+    # A Europe PMC query per topic, and both preprint servers through their API (issue 14).
+    epmc = [t for s in settings.sources if s.kind == "europepmc" for t in s.topics]
+    assert sorted(epmc) == sorted(settings.topics)
+    servers = {s.server: s.categories for s in settings.sources if s.kind == "biorxiv"}
+    assert set(servers) == {"biorxiv", "medrxiv"} and all(servers.values())
     assert defaults_path().is_file()
 
 

@@ -124,6 +124,7 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
     from crawler.db.engine import transaction
     from crawler.db.events import events_of
     from crawler.db.queries import find_paper, record, sightings_of, topics_of
+    from crawler.db.versions import links_of
     from crawler.events import label_of
 
     engine = app.read_engine()
@@ -136,6 +137,7 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
             topics_of(session, [paper.id])[paper.id],
             sightings_of(session, [paper.id])[paper.id],
             events_of(session, [paper.id])[paper.id],
+            links_of(session, [paper.id]).get(paper.id, []),
         )
     if as_json:
         click.echo(json.dumps(rec, ensure_ascii=False, indent=2))
@@ -175,6 +177,14 @@ def papers_show(app: App, ident: str, as_json: bool) -> None:
             f"from {event['source']}): {notice}",
             markup=False,
         )  # fmt: skip
+    if rec["versions"]:  # one work across its versions (issue 14)
+        work = rec["versions"]
+        for pre in work["preprints"]:
+            out.print(f"Preprint: {pre['doi']} ({pre['server'] or 'preprint'}, posted "
+                      f"{pre['posted'] or 'date unknown'})", markup=False)  # fmt: skip
+        journal = work["published_doi"] or f"PMID {work['published_pmid']}"
+        out.print(f"Journal version: {journal} ({work['published_journal'] or 'journal unknown'})",
+                  markup=False)  # fmt: skip
     out.print(f"\nSeen {len(rec['sightings'])} time(s):")
     for s in rec["sightings"]:
         out.print(

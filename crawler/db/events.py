@@ -28,6 +28,7 @@ from crawler.db.engine import insert_ignore
 from crawler.db.models import PaperEventRow, PaperRow
 from crawler.events import (
     CONCERN,
+    CORRECTED,
     CURRENT,
     PUBLISHED,
     RETRACTED,
@@ -97,7 +98,10 @@ def withdraw_notices(session: Session, events: Iterable[PaperEvent], now: dateti
     if not (dois or pmids):
         return 0
     named = PaperEventRow.notice_doi.in_(dois) | PaperEventRow.notice_pmid.in_(pmids)
-    rows = session.scalars(select(PaperEventRow).where(named, PaperEventRow.withdrawn_at.is_(None)))
+    # Only notices: an ``updated`` or ``published`` event names a newer version, not a notice.
+    noticed = PaperEventRow.type.in_((RETRACTED, WITHDRAWN, CONCERN, CORRECTED))
+    live = PaperEventRow.withdrawn_at.is_(None)
+    rows = session.scalars(select(PaperEventRow).where(named, noticed, live))
     count = 0
     for row in rows:
         row.withdrawn_at = now

@@ -290,6 +290,26 @@ class DeliveryEvent(Base):
     )
 
 
+class PaperVersionRow(Base):
+    """A preprint and its journal version: one work. Named by DOI key (and the journal
+    version's PMID), so a link may be learned before either paper is held and survives
+    papers being merged; :mod:`crawler.db.versions` owns it."""
+
+    __tablename__ = "paper_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    preprint_doi: Mapped[str] = mapped_column(String(300), unique=True)
+    published_doi: Mapped[str | None] = mapped_column(String(300), index=True)
+    published_pmid: Mapped[str | None] = mapped_column(String(16), index=True)
+    server: Mapped[str | None] = mapped_column(String(64))
+    preprint_posted: Mapped[date | None] = mapped_column(Date)
+    published_journal: Mapped[str | None] = mapped_column(String(500))
+    published_date: Mapped[date | None] = mapped_column(Date)
+    #: How it was learned: crossref | biorxiv | europepmc | title-match.
+    source: Mapped[str] = mapped_column(String(32))
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class RateLimit(Base):
     """A fixed-window counter shared by every web process (sign-ups per client, say)."""
 

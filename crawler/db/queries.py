@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from crawler import normalise
 from crawler.db.events import events_of
 from crawler.db.models import PaperEventRow, PaperRow, PaperTopic, Sighting
+from crawler.db.versions import WorkLink, links_of
 from crawler.events import status_of
 
 EXPORT_CHUNK = 500
@@ -79,9 +80,11 @@ def record(
     topics: list[str],
     sightings: list[Sighting],
     events: Sequence[PaperEventRow] = (),
+    links: Sequence[WorkLink] = (),
 ) -> dict[str, Any]:
     """One paper in the JSONL export contract shape (``status``: its gravest standing event,
-    ``current`` without any; ``events``: what happened to it, oldest first)."""
+    ``current`` without any; ``events``: what happened to it, oldest first; ``versions``: the
+    work's preprint(s) and journal version, None for a paper with no other version known)."""
     return {
         "doi": paper.doi_key,
         "pmid": paper.pmid,
@@ -116,6 +119,29 @@ def record(
             }
             for e in events
         ],
+        "versions": versions_value(links),
+    }
+
+
+def versions_value(links: Sequence[WorkLink]) -> dict[str, Any] | None:
+    """``{"preprints": [{"doi", "server", "posted"}], "published_doi", "published_pmid",
+    "published_journal"}`` for a paper with a known other version, else None."""
+    if not links:
+        return None
+    preprints = {
+        link.preprint_doi: {
+            "doi": link.preprint_doi,
+            "server": link.server,
+            "posted": link.preprint_posted.isoformat() if link.preprint_posted else None,
+        }
+        for link in links
+    }
+    journal = links[0]
+    return {
+        "preprints": [preprints[doi] for doi in sorted(preprints)],
+        "published_doi": journal.published_doi,
+        "published_pmid": journal.published_pmid,
+        "published_journal": journal.published_journal,
     }
 
 
@@ -135,13 +161,14 @@ def iter_records(session: Session, stmt: Select[tuple[PaperRow]]) -> Iterator[di
             return
         ids = [p.id for p in chunk]
         topics, sightings = topics_of(session, ids), sightings_of(session, ids)
-        happened = events_of(session, ids)
+        happened, works = events_of(session, ids), links_of(session, ids)
         for paper in chunk:
             yield record(
                 paper,
                 topics.get(paper.id, []),
                 sightings.get(paper.id, []),
                 happened.get(paper.id, []),
+                works.get(paper.id, []),
             )
         last_id = ids[-1]
         session.expunge_all()

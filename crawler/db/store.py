@@ -25,7 +25,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from crawler import normalise
-from crawler.db import events
+from crawler.db import events, versions
 from crawler.db.engine import insert_ignore, transaction
 from crawler.db.identity import (
     KEYS,
@@ -66,6 +66,8 @@ class UpsertResult:
     paper_ids: list[int] = field(default_factory=list)
     #: Events the batch's records reported that were new (crawler.db.events).
     events: int = 0
+    #: Preprint-to-journal links the batch's records reported that were new.
+    links: int = 0
     #: Items the database refused, by position in the batch, with its reason.
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
@@ -107,6 +109,7 @@ def _upsert_each(engine: Engine, items: Sequence[Paper], now: datetime) -> Upser
         total.new_sightings += one.new_sightings
         total.paper_ids += one.paper_ids
         total.events += one.events
+        total.links += one.links
     return total
 
 
@@ -121,6 +124,14 @@ def _upsert_batch(engine: Engine, items: Sequence[Paper], now: datetime) -> Upse
         if learned:
             # After the papers: an event may be about a record of this very batch.
             result.events = events.learn(session, learned, now)
+        links = [link for item in items for link in item.versions]
+        if links:
+            result.links = versions.record(session, links, now).links
+        if result.new_paper_ids:  # a preprint whose journal version was known before it
+            fresh = set(result.new_paper_ids)
+            keys = [r["doi_key"] for r, pid in zip(records, result.paper_ids, strict=True)
+                    if pid in fresh and r["doi_key"]]  # fmt: skip
+            versions.announce(session, keys, now)
         return result
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from crawler.db import WATCH_KEY, meta
 from crawler.db import events as event_store
+from crawler.db import versions as version_store
 from crawler.db.engine import transaction
 from crawler.db.models import utcnow
 from crawler.events import EventBatch
@@ -35,6 +36,9 @@ log = logging.getLogger("litwatch.watch")
 
 #: Average days in a month, for ``watch_months``.
 _MONTH = timedelta(days=30.44)
+#: How far back the bioRxiv/medRxiv ``pubs`` listing is read at most (a first run would
+#: otherwise page through two years of every server); older preprints are asked of Crossref.
+PUBS_WINDOW = timedelta(days=60)
 
 
 class WatchBusy(Exception):
@@ -88,12 +92,15 @@ class EventStorePipeline:
             return item
         with transaction(engine) as session:
             added = event_store.learn(session, item.events, utcnow())
+            if item.links:  # preprints now published (crawler.db.versions)
+                learned = version_store.record(session, item.links, utcnow(), only_held=True)
+                added += learned.events
             record = WatchRecord(**json.loads(meta.read_in(session, WATCH_KEY) or "{}"))
             record.checked += item.checked
             record.events_new += added
             if item.stage == "pubmed":
                 record.pubmed_after = item.progress
-            else:
+            elif item.stage == "crossref":
                 record.crossref_cursor = item.progress
             meta.put(session, WATCH_KEY, record.dump())
         return item
@@ -137,15 +144,19 @@ def _run(config: Settings, engine: Engine, all_papers: bool) -> WatchReport:
 
     from spiders.watch_crossref import WatchCrossrefSpider
     from spiders.watch_pubmed import WatchPubmedSpider
+    from spiders.watch_versions import WatchVersionsSpider
 
     record, report = _start_record(config, engine)
     since = None if all_papers else utcnow() - config.lifecycle.watch_months * _MONTH
     with transaction(engine) as session:
         pmids, _ = event_store.watchlist(session, since)
+        preprints = version_store.unlinked_preprints(session, since)
     report.watched = len(pmids)
     if record.pubmed_after:
         pmids = [p for p in pmids if int(p) > int(record.pubmed_after)]
-    settings = scrapy_settings(config, [WatchPubmedSpider, WatchCrossrefSpider])
+    settings = scrapy_settings(
+        config, [WatchPubmedSpider, WatchCrossrefSpider, WatchVersionsSpider]
+    )
     settings["ITEM_PIPELINES"] = {f"{__name__}.EventStorePipeline": 800}
     process = CrawlerProcess(settings)
     sink = Sink(engine, None)
@@ -157,6 +168,14 @@ def _run(config: Settings, engine: Engine, all_papers: bool) -> WatchReport:
             "crossref",
             {"since": date.fromisoformat(record.crossref_since or ""),
              "cursor": record.crossref_cursor or "*"},
+        ),
+        (
+            WatchVersionsSpider,
+            "versions",
+            {"preprints": preprints, "until": utcnow().date(),
+             "servers": _preprint_servers(config) if preprints else [],
+             "since": max(date.fromisoformat(record.crossref_since or ""),
+                          (utcnow() - PUBS_WINDOW).date())},
         ),
     ):  # fmt: skip
         crawler = process.create_crawler(cls)
@@ -216,4 +235,16 @@ def _source(config: Settings, stage: str) -> SourceSettings:
     """The watch's stand-in source for each spider (ids shown in logs and failures)."""
     if stage == "pubmed":
         return SourceSettings(id="lifecycle-pubmed", kind="pubmed", query="lifecycle watch")
-    return SourceSettings(id="lifecycle-crossref", kind="feed", url=config.crossref.base_url)
+    name = "lifecycle-versions" if stage == "versions" else "lifecycle-crossref"
+    return SourceSettings(id=name, kind="feed", url=config.crossref.base_url)
+
+
+def _preprint_servers(config: Settings) -> list[tuple[str, str]]:
+    """(server, API base URL) of every enabled ``biorxiv`` source: whose ``pubs`` to read
+    (only while some held preprint has no known journal version)."""
+    from spiders.biorxiv_parse import DEFAULT_BASE_URL
+
+    return list(dict.fromkeys(
+        (src.server, src.base_url or DEFAULT_BASE_URL)
+        for src in config.sources if src.kind == "biorxiv" and src.enabled and src.server
+    ))  # fmt: skip
