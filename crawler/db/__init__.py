@@ -3,7 +3,7 @@
 #: The newest migration's revision: what this litwatch's code needs (``crawler.db.migrate``
 #: checks it with SQLAlchemy, ``crawler.db.reader`` without; a test holds it equal to Alembic's
 #: reading of the migration scripts). Update it with every new migration.
-HEAD = "0004"
+HEAD = "0005"
 
 # Keys of the ``meta`` table (written by crawler.db.meta only). Here, not there, so that the
 # read-only reports (crawler.db.status) can name them without importing SQLAlchemy.

@@ -212,7 +212,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (UniqueConstraint("subscriber_id", "period", name="uq_deliveries_period"),)
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "period", name="uq_deliveries_period"),
+        Index("ix_deliveries_state_sent_at", "state", "sent_at"),  # status: sent in 30 days
+    )
 
 
 class DeliveryPaper(Base):
