@@ -45,6 +45,9 @@ class CrawlSettings(_Section):
     contact: str = "litwatch-operator@example.org"
     obey_robots: bool = True
     download_delay: float = Field(1.0, ge=0)
+    #: Seconds between two requests to the Europe PMC and bioRxiv/medRxiv APIs (one host each):
+    #: a little over one, so that at most one request a second reaches each.
+    api_delay: float = Field(1.05, ge=0, le=60)
     autothrottle: bool = True
     timeout: Duration = timedelta(seconds=30)
     retries: int = Field(3, ge=0, le=10)

@@ -17,14 +17,11 @@ from scrapy.http import Response
 from scrapy.settings import BaseSettings
 
 from crawler.items import Paper
+from crawler.settings import Settings
 from spiders.base import LitwatchSpider
 from spiders.biorxiv_parse import DEFAULT_BASE_URL, BiorxivError, details_url, parse_details
-from spiders.pacing import steady_delay
+from spiders.pacing import API_DELAY_SETTING, api_delay, steady_delay
 from spiders.windows import date_window
-
-#: Seconds between two requests to the API: slightly more than one, so that timer jitter
-#: never puts two requests in one second.
-API_DELAY = 1.05
 
 
 class BiorxivSpider(LitwatchSpider):
@@ -36,10 +33,14 @@ class BiorxivSpider(LitwatchSpider):
     }
 
     @classmethod
+    def process_settings(cls, config: Settings) -> dict[str, Any]:
+        return {API_DELAY_SETTING: config.crawl.api_delay}
+
+    @classmethod
     def update_settings(cls, settings: BaseSettings) -> None:
-        """At most one request a second to the API (its documentation's polite rate)."""
+        """At most one request a second to the API by default (``[crawl] api_delay``)."""
         super().update_settings(settings)
-        steady_delay(settings, API_DELAY)
+        steady_delay(settings, api_delay(settings))
 
     def __init__(self, *args: Any, now: datetime | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -14,3 +14,14 @@ def steady_delay(settings: BaseSettings, delay: float) -> None:
         settings.set("DOWNLOAD_DELAY_JITTER", 0, priority="spider")
     else:
         settings.set("RANDOMIZE_DOWNLOAD_DELAY", False, priority="spider")
+
+
+#: The Scrapy setting that carries ``[crawl] api_delay`` to the API spiders' ``update_settings``.
+API_DELAY_SETTING = "LITWATCH_API_DELAY"
+#: ``[crawl] api_delay``'s default: one request a second, with room for timer jitter.
+DEFAULT_API_DELAY = 1.05
+
+
+def api_delay(settings: BaseSettings) -> float:
+    """The configured pause between two requests to a scholarly API (``[crawl] api_delay``)."""
+    return settings.getfloat(API_DELAY_SETTING, DEFAULT_API_DELAY)

@@ -28,9 +28,6 @@ from spiders.base import LitwatchSpider
 from spiders.biorxiv_parse import BiorxivError, parse_pubs, pubs_url
 from spiders.crossref_parse import CrossrefError, crossref_work_url, parse_work
 
-#: Seconds between two requests to api.biorxiv.org (as the biorxiv source kind).
-BIORXIV_DELAY = 1.05
-
 
 class WatchVersionsSpider(LitwatchSpider):
     name = "watch-versions"
@@ -58,6 +55,7 @@ class WatchVersionsSpider(LitwatchSpider):
         self.crossref_base = crossref.base_url
         self.mailto = crossref.mailto
         self.delay = crossref.delay
+        self.api_delay = self.config.crawl.api_delay  # api.biorxiv.org, as its source kind
 
     def configured_urls(self) -> list[str]:
         return [self.crossref_base, *(base for _server, base in self.servers)]
@@ -130,5 +128,5 @@ class WatchVersionsSpider(LitwatchSpider):
             else:
                 following = None
         if following is not None:
-            await asyncio.sleep(BIORXIV_DELAY)
+            await asyncio.sleep(self.api_delay)
             yield following

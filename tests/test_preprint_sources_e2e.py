@@ -8,6 +8,7 @@ preprint, a withdrawn one, categories in any case), filtered to immunology.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -119,3 +120,30 @@ def test_biorxiv_source_keeps_its_categories_and_one_paper_per_preprint(
          if c["category"].lower() == "immunology"}
     )  # fmt: skip
     assert dois == immunology
+
+
+def test_the_api_delay_is_configurable(sqlite_url: str, tmp_path: Path) -> None:
+    """``[crawl] api_delay`` spaces the requests to an API host (default: one a second)."""
+    pages = [(BIORXIV / f"details_page{n}.json").read_bytes() for n in (1, 2, 3)]
+    by_cursor = dict(zip(("0", "3", "6"), pages, strict=True))
+
+    def details(request: Request) -> Response:
+        cursor = request.path.rstrip("/").split("/")[-2]
+        return Response(body=by_cursor[cursor], content_type="application/json")
+
+    with LocalHTTPServer() as server:
+        today = datetime.now(UTC).date()
+        window = f"{today - timedelta(days=30)}/{today}"
+        for cursor in by_cursor:
+            server.add_handler(f"/biorxiv/details/biorxiv/{window}/{cursor}/json", details)
+        config = write_toml(
+            tmp_path / "litwatch.toml",
+            {"database": {"url": sqlite_url}, "crawl": {"api_delay": 2.5}},
+            [{"id": "biorxiv-all", "kind": "biorxiv", "server": "biorxiv",
+              "base_url": server.url("/biorxiv/")}],
+        )  # fmt: skip
+        done = _crawl(config)
+        times = sorted(r.time for r in server.log)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(times) == 3
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 2.4
