@@ -8,10 +8,7 @@ joined after week 1 and never got the paper, does not. Week 3 nothing is repeate
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -21,34 +18,11 @@ from crawler.items import Paper
 from tests.support.config import write_toml
 from tests.support.db import migrated_engine
 from tests.support.httpserver import LocalHTTPServer
-from tests.support.lifecycle import FakeApis
+from tests.support.lifecycle import FakeApis, inbox, run_cli
 
 pytestmark = pytest.mark.slow
 
 HEADING = "Updates on papers you were sent"
-
-
-def _run(config: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "crawler.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def _inbox(outbox: Path) -> dict[str, list[str]]:
-    """Each recipient's messages (text parts), oldest first."""
-    mails: dict[str, list[str]] = {}
-    for path in sorted(outbox.rglob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-        body = msg.get_body(("plain",))
-        text = body.get_content() if body is not None else ""
-        mails.setdefault(str(msg["To"]), []).append(text)
-    return mails
 
 
 @pytest.mark.parametrize("crossref_only", [False, True], ids=["pubmed", "crossref-only"])
@@ -78,16 +52,16 @@ def test_a_retraction_reaches_everyone_who_was_sent_the_paper_once(
             },
         )
         for who in ("ada@example.org", "bob@example.org"):
-            _run(config, "subscribers", "add", who, "--topics", "fibromyalgia")
-        _run(config, "digest", "send", "--period-end", weeks[0].isoformat())
-        _run(config, "subscribers", "add", "cy@example.org", "--topics", "fibromyalgia")
+            run_cli(config, "subscribers", "add", who, "--topics", "fibromyalgia")
+        run_cli(config, "digest", "send", "--period-end", weeks[0].isoformat())
+        run_cli(config, "subscribers", "add", "cy@example.org", "--topics", "fibromyalgia")
         learned = "1 new events" if crossref_only else "2 new events"
-        assert learned in _run(config, "watch")
+        assert learned in run_cli(config, "watch")
         for week in weeks[1:]:
-            _run(config, "digest", "send", "--period-end", week.isoformat())
-    inbox = _inbox(tmp_path / "outbox")
+            run_cli(config, "digest", "send", "--period-end", week.isoformat())
+    mails = inbox(tmp_path / "outbox")
     for who in ("ada@example.org", "bob@example.org"):
-        week1, week2 = inbox[who]  # week 3 had nothing to tell: no digest
+        week1, week2 = mails[who]  # week 3 had nothing to tell: no digest
         assert "Passive transfer" in week1 and HEADING not in week1
         assert HEADING in week2
         told = week2.split(HEADING, 1)[1]
@@ -96,4 +70,4 @@ def test_a_retraction_reaches_everyone_who_was_sent_the_paper_once(
             assert "https://doi.org/10.5555/retraction.jci" in told and "Corrected" not in told
         else:
             assert "Corrected" in told and "https://pubmed.ncbi.nlm.nih.gov/40000001/" in told
-    assert "cy@example.org" not in inbox  # never sent the paper, nothing new: no digest
+    assert "cy@example.org" not in mails  # never sent the paper, nothing new: no digest

@@ -12,10 +12,7 @@ as one new paper with its preprint history. Week 3 repeats nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from crawler.db.models import PaperEventRow, PaperVersionRow
 from tests.support.config import write_toml
 from tests.support.eutils import FakeEutils, Record, RecordList
 from tests.support.httpserver import LocalHTTPServer
+from tests.support.lifecycle import inbox, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -62,26 +60,6 @@ ARTICLE_XML = (
     f'<ArticleId IdType="pubmed">40000010</ArticleId><ArticleId IdType="doi">{ARTICLE}'
     "</ArticleId></ArticleIdList></PubmedData></PubmedArticle>"
 )
-
-
-def _run(config: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "crawler.cli", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def _inbox(outbox: Path) -> dict[str, list[str]]:
-    mails: dict[str, list[str]] = {}
-    for path in sorted(outbox.rglob("*.eml")):
-        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
-        body = msg.get_body(("plain",))
-        text = body.get_content() if body else ""
-        # Flattened: the text part wraps long lines wherever a word ends.
-        mails.setdefault(str(msg["To"]), []).append(" ".join(text.split()))
-    return mails
 
 
 class FakePreprintApis:
@@ -138,28 +116,28 @@ def test_a_published_preprint_is_one_work_told_once(
              {"id": "pubmed-fibromyalgia", "kind": "pubmed", "query": "fibromyalgia",
               "base_url": eutils.install(server), "topics": ["fibromyalgia"]}],
         )  # fmt: skip
-        _run(config, "crawl", "--no-progress", "medrxiv-rheumatology")
+        run_cli(config, "crawl", "--no-progress", "medrxiv-rheumatology")
         for who in ("ada@example.org", "bob@example.org"):
-            _run(config, "subscribers", "add", who, "--topics", "fibromyalgia")
-        _run(config, "digest", "send", "--period-end", weeks[0].isoformat())
-        _run(config, "subscribers", "add", "cy@example.org", "--topics", "fibromyalgia")
-        _run(config, "crawl", "--no-progress", "pubmed-fibromyalgia")
-        assert "1 new events" in _run(config, "watch")
-        assert "0 new events" in _run(config, "watch")  # learned again: nothing new
+            run_cli(config, "subscribers", "add", who, "--topics", "fibromyalgia")
+        run_cli(config, "digest", "send", "--period-end", weeks[0].isoformat())
+        run_cli(config, "subscribers", "add", "cy@example.org", "--topics", "fibromyalgia")
+        run_cli(config, "crawl", "--no-progress", "pubmed-fibromyalgia")
+        assert "1 new events" in run_cli(config, "watch")
+        assert "0 new events" in run_cli(config, "watch")  # learned again: nothing new
         for week in weeks[1:]:
-            _run(config, "digest", "send", "--period-end", week.isoformat())
+            run_cli(config, "digest", "send", "--period-end", week.isoformat())
         asked = [r.path for r in server.log]
     assert f"/crossref/works/{PREPRINT}" in asked and apis.pubs in asked
-    inbox = _inbox(tmp_path / "outbox")
+    mails = inbox(tmp_path / "outbox", flatten=True)
     for who in ("ada@example.org", "bob@example.org"):
-        week1, week2 = inbox[who]  # week 3 has nothing to tell: no digest
+        week1, week2 = mails[who]  # week 3 has nothing to tell: no digest
         assert TITLE in week1 and HEADING not in week1
         assert "Preprint (not peer reviewed)" in week1
         assert HEADING in week2 and week2.count(TITLE) == 1  # told, not sent again
         told = week2.split(HEADING, 1)[1]
         assert "Now published in Pain" in told and f"https://doi.org/{ARTICLE}" in told
         assert "0 new papers" in week2 or "No new papers" in week2
-    (joined,) = inbox["cy@example.org"]
+    (joined,) = mails["cy@example.org"]
     assert joined.count(TITLE) == 1 and HEADING not in joined
     assert "First posted as a preprint on" in joined and "(medRxiv)" in joined
     assert "Preprint (not peer reviewed)" not in joined
@@ -174,9 +152,9 @@ def test_a_published_preprint_is_one_work_told_once(
         engine.dispose()
     source = "crossref" if learn_from == "crossref" else "biorxiv"
     assert links == [(PREPRINT, ARTICLE, source)] and published == ["published"]
-    shown = _run(config, "papers", "show", PREPRINT)
+    shown = run_cli(config, "papers", "show", PREPRINT)
     assert f"Journal version: {ARTICLE} (Pain)" in shown
-    exported = [json.loads(line) for line in _run(config, "papers", "export").splitlines()]
+    exported = [json.loads(line) for line in run_cli(config, "papers", "export").splitlines()]
     assert len(exported) == 2  # v1 and v2 are one paper; the article is the other
     for paper in exported:
         assert paper["versions"]["published_doi"] == ARTICLE

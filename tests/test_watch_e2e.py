@@ -12,20 +12,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
 
 from crawler.db.engine import transaction
-from crawler.db.models import Delivery, DeliveryPaper, PaperEventRow, PaperRow, Subscriber
+from crawler.db.models import PaperEventRow, PaperRow
 from crawler.db.store import upsert
 from crawler.items import Paper
 from tests.support.config import write_toml
 from tests.support.db import migrated_engine
 from tests.support.httpserver import LocalHTTPServer, Request, Response, max_in_window
-from tests.support.lifecycle import FakeApis
+from tests.support.lifecycle import FakeApis, sent_to
 
 pytestmark = pytest.mark.slow
 
@@ -40,21 +39,9 @@ def _seed(engine: Engine) -> None:
             Paper(source_id="s", origin="pubmed", pmid="30000003", title="Never sent."),
         ],
     )  # fmt: skip
-    now = datetime.now(UTC)
     with transaction(engine) as session:
         ids = {p.pmid: p.id for p in session.scalars(select(PaperRow))}
-        sub = Subscriber(email="ada@example.org", email_key="ada@example.org", token="t" * 32,
-                         topics=["fibromyalgia"], created_at=now)  # fmt: skip
-        session.add(sub)
-        session.flush()
-        delivery = Delivery(
-            subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=now, state="sent",
-            message_id="<m@x>", created_at=now, sent_at=now,
-        )  # fmt: skip
-        session.add(delivery)
-        session.flush()
-        for pmid in ("34196305", "30000002"):
-            session.add(DeliveryPaper(delivery_id=delivery.id, paper_id=ids[pmid]))
+    sent_to(engine, "ada@example.org", [ids["34196305"], ids["30000002"]])
 
 
 def _watch(config: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -18,13 +17,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from crawler.db.engine import transaction
-from crawler.db.models import Delivery, DeliveryPaper, PaperRow, Subscriber
+from crawler.db.models import PaperRow
 from crawler.db.store import upsert
 from crawler.items import Paper
 from tests.support.config import write_toml
 from tests.support.db import migrated_engine
 from tests.support.httpserver import LocalHTTPServer, Request, Response, max_in_window
-from tests.support.lifecycle import FakeApis
+from tests.support.lifecycle import FakeApis, sent_to
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +36,9 @@ def _seed(engine: Engine, count: int) -> None:
         for n in range(count)
     ]
     upsert(engine, papers)
-    now = datetime.now(UTC)
     with transaction(engine) as session:
-        sub = Subscriber(email="ada@example.org", email_key="ada@example.org", token="t" * 32,
-                         topics=["fibromyalgia"], created_at=now)  # fmt: skip
-        session.add(sub)
-        session.flush()
-        delivery = Delivery(
-            subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=now, state="sent",
-            message_id="<m@x>", created_at=now, sent_at=now,
-        )  # fmt: skip
-        session.add(delivery)
-        session.flush()
-        for pid in session.scalars(select(PaperRow.id)):
-            session.add(DeliveryPaper(delivery_id=delivery.id, paper_id=pid))
+        ids = list(session.scalars(select(PaperRow.id)))
+    sent_to(engine, "ada@example.org", ids)
 
 
 @pytest.mark.parametrize(("key", "papers", "limit"), [(None, 10, 3), (KEY, 24, 10)])

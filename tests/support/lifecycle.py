@@ -8,8 +8,18 @@ retracted by an invented notice (PMID 40000001) and corrected by an invented Cro
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
+from pathlib import Path
 from urllib.parse import parse_qs
 
+from sqlalchemy import Engine
+
+from crawler.db.engine import transaction
+from crawler.db.models import Delivery, DeliveryPaper, Subscriber
 from tests.support.httpserver import LocalHTTPServer, Request, Response
 
 ARTICLE = (
@@ -128,3 +138,43 @@ class FakeApis:
         return Response(
             body=json.dumps(page).encode(), content_type="application/json", headers=headers
         )
+
+
+def run_cli(config: Path, *args: str, timeout: float = 180) -> str:
+    """``litwatch --config CONFIG ARGS...`` in a child process; its stdout (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "crawler.cli", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def inbox(outbox: Path, *, flatten: bool = False) -> dict[str, list[str]]:
+    """Each recipient's messages in ``outbox`` (text parts), oldest first; ``flatten`` folds
+    white space (the text part wraps long lines wherever a word ends)."""
+    mails: dict[str, list[str]] = {}
+    for path in sorted(outbox.rglob("*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        body = msg.get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        mails.setdefault(str(msg["To"]), []).append(" ".join(text.split()) if flatten else text)
+    return mails
+
+
+def sent_to(engine: Engine, email: str, paper_ids: Iterable[int]) -> None:
+    """A subscriber ``email`` whose digest of 2 March 2026, with ``paper_ids``, was sent."""
+    now = datetime.now(UTC)
+    with transaction(engine) as session:
+        sub = Subscriber(email=email, email_key=email, token="t" * 32, topics=["fibromyalgia"],
+                         created_at=now)  # fmt: skip
+        session.add(sub)
+        session.flush()
+        delivery = Delivery(
+            subscriber_id=sub.id, period=date(2026, 3, 2), cutoff=now, state="sent",
+            message_id="<m@x>", created_at=now, sent_at=now,
+        )  # fmt: skip
+        session.add(delivery)
+        session.flush()
+        for pid in paper_ids:
+            session.add(DeliveryPaper(delivery_id=delivery.id, paper_id=pid))
