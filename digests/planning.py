@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Table, bindparam, insert, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TextualSelect
 
+from crawler.db import meta
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryEvent, DeliveryNews, DeliveryPaper, Subscriber
 from crawler.settings import Settings
@@ -243,6 +244,7 @@ class PagePlan:
         if not todo:
             return outcomes
         lookback = self.settings.digest.first_lookback
+        installation = meta.installation_id(engine)  # in each Message-ID (made once, ever)
         with transaction(engine) as session:
             fresh = {
                 s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(todo)))
@@ -262,16 +264,9 @@ class PagePlan:
                 if not ids and not news[sid] and not told and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")
                     continue
+                msg_id = message_id(sid, self.periods[sid], self.settings.email.from_, installation)
                 outcomes[sid] = _insert_delivery(
-                    session,
-                    self.settings,
-                    sub,
-                    self.periods[sid],
-                    cutoff,
-                    ids,
-                    self.now,
-                    news[sid],
-                    told,
+                    session, sub, self.periods[sid], cutoff, ids, self.now, msg_id, news[sid], told
                 )
         return outcomes
 
@@ -303,12 +298,12 @@ def _insert_delivery_statement() -> TextualSelect:
 
 def _insert_delivery(
     session: Session,
-    settings: Settings,
     sub: Subscriber,
     period: date,
     cutoff: datetime,
     ids: Sequence[int],
     now: datetime,
+    msg_id: str,
     news: Sequence[int] = (),
     events: Sequence[int] = (),
 ) -> tuple[Planned | None, str]:
@@ -319,7 +314,7 @@ def _insert_delivery(
         cutoff=cutoff,
         state="pending",
         attempts=0,
-        message_id=message_id(sub.id, period, settings.email.from_),
+        message_id=msg_id,
         paper_count=len(ids),
         created_at=now,
     )
