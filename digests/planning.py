@@ -251,6 +251,7 @@ class PagePlan:
             }
             active = [s for s in fresh.values() if s.status == "active"]
             news = sel.news_for(session, active, self.cutoffs, lookback)  # issue 12, B1
+            events = updates.event_ids_by_subscriber(session, active, self.cutoffs)  # issue 13
             for sid in todo:
                 sub = fresh.get(sid)
                 if sub is None or sub.status != "active":
@@ -260,7 +261,7 @@ class PagePlan:
                 ids = self.papers[sid]
                 if list(sub.topics or ()) != self.topics[sid]:  # changed since the page read
                     ids = sel.select_paper_ids(session, sub, cutoff, lookback)
-                told = updates.event_ids_for(session, sub, cutoff)  # issue 13
+                told = events[sid]
                 if not ids and not news[sid] and not told and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")
                     continue

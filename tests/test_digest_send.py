@@ -564,7 +564,18 @@ def test_a_database_error_on_the_sender_thread_reaches_the_caller(
         real_record(engine, delivery_id, **values)
         recorded.append(delivery_id)
 
+    real_both = delivery_module.record_and_claim
+
+    def failing_both(engine: Engine, sent: Any, job: Any, until: datetime) -> bool:
+        # A record made with the next message's claim (one commit): the claim fails with it.
+        if sent is not None and recorded:
+            raise OperationalError("UPDATE deliveries", {}, Exception("disk I/O error"))
+        claimed = real_both(engine, sent, job, until)
+        recorded.extend([sent["delivery_id"]] if sent is not None else [])
+        return claimed
+
     monkeypatch.setattr(delivery_module, "record", failing_record)
+    monkeypatch.setattr(delivery_module, "record_and_claim", failing_both)
     settings = smtp_settings(tmp_path, engine, plain_smtp)
     with pytest.raises(OperationalError, match="disk I/O error"):
         send_digests(settings, engine, now=NOW)
@@ -576,6 +587,7 @@ def test_a_database_error_on_the_sender_thread_reaches_the_caller(
     assert sorted(states.values()) == ["pending", "pending", "sending", "sent"]
 
     monkeypatch.setattr(delivery_module, "record", real_record)
+    monkeypatch.setattr(delivery_module, "record_and_claim", real_both)
     again = send_digests(settings, engine, now=NOW + timedelta(minutes=1))
     assert (again.sent, again.unknown, again.ok) == (2, 1, False)
     # Every subscriber has one digest; the one whose record failed is not sent blindly
