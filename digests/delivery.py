@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import cast
 
@@ -38,6 +39,7 @@ from digests.backends import (
     TemporaryFailure,
 )
 from digests.mail import DigestMail
+from digests.report import SendReport
 
 log = logging.getLogger("litwatch.digest")
 
@@ -46,6 +48,8 @@ RETRY_BASE = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=6)
 #: A delivery that failed temporarily this many times is given up (marked failed).
 MAX_ATTEMPTS = 10
+#: The interpreter's thread switch interval while a Sender runs (seconds; default 0.005).
+SWITCH_INTERVAL = 0.0005
 
 #: Delivery states. Due: PENDING, RESEND. Claimed by a sender: SENDING, RESENDING.
 #: Final: SENT, FAILED (refused, or given up), UNKNOWN (handed over, outcome never recorded).
@@ -56,38 +60,6 @@ DUE_STATES = (PENDING, RESEND)
 
 def backoff(attempts: int) -> timedelta:
     return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
-
-
-@dataclass
-class SendReport:
-    """What a run did; counted from two threads, so through :meth:`add`."""
-
-    sent: int = 0
-    failed: int = 0
-    pending: int = 0
-    empty: int = 0
-    already: int = 0
-    #: Deliveries whose outcome is unknown (never resent without the operator's policy).
-    unknown: int = 0
-    errors: list[str] = field(default_factory=list)
-    fatal: str | None = None
-    #: A dry run: who would get a digest now, and how many papers it holds.
-    would_send: list[tuple[str, int]] = field(default_factory=list)
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.unknown and not self.errors and self.fatal is None
-
-    def add(self, error: str | None = None, **counts: int) -> None:
-        """Add to the named counters (``sent=1``) and note an error line, atomically."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-            if error is not None:
-                self.errors.append(error)
 
 
 @dataclass(frozen=True)
@@ -235,6 +207,11 @@ class Sender:
         #: The next job, taken from the queue early to be claimed in the commit that records
         #: the one before it, and whether that claim held (:meth:`_record_sent`).
         self._held: tuple[Outgoing, bool] | None = None
+        # The thread waits on the server four times per message; when an answer arrives it
+        # must get the interpreter back from the planning thread at once, not after the
+        # default 5 ms switch interval (which cost more than the exchange itself).
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._work, name="litwatch-send", daemon=True)
         self._thread.start()
 
@@ -263,6 +240,7 @@ class Sender:
             self._closed = True
             self._queue.put(None)
             self._thread.join()
+            sys.setswitchinterval(self._interval)
 
     def _raise(self) -> None:
         assert self.stopped is not None
