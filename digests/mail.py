@@ -297,6 +297,7 @@ _QP_LINES: dict[str, str] = {}
 _QP_CACHE_LINES = 50_000
 
 
+@functools.lru_cache(maxsize=1024)  # a run's subjects repeat for every subscriber
 def _encoded(name: str, value: str) -> str:
     """An unstructured header value on one logical line, RFC 2047 encoded when not ASCII."""
     value = _one_line(value)
