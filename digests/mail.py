@@ -275,26 +275,30 @@ _TEXT_HEAD = f"{_PART_HEAD}plain{_PART_TAIL}"
 def _qp(content: str) -> str:
     """Quoted-printable UTF-8 with CRLF line ends (set_content's line-end normalisation).
 
-    Encoded line by line (quoted-printable never joins input lines, so the result is the
-    same): the lines of one digest's content repeat for every subscriber who gets it, only
-    the few personal ones differ, so each distinct line is encoded once.
+    Encoded a block of lines at a time (quoted-printable never joins input lines, so the
+    result is the same as line by line): the lines of one digest's content repeat for every
+    subscriber who gets it, only the few personal ones differ, so each distinct block is
+    encoded once and the blocks holding a personal line are encoded each time.
     """
-    cache = _QP_LINES
-    if len(cache) > _QP_CACHE_LINES:  # bounded: a run sees a few distinct contents
+    cache = _QP_BLOCKS
+    if len(cache) > _QP_CACHE_BLOCKS:  # bounded: a run sees a few distinct contents
         cache.clear()
+    lines = content.splitlines() or [""]  # an empty body is still one line
     out = []
-    for line in content.splitlines() or [""]:  # an empty body is still one line
-        encoded = cache.get(line)
+    for start in range(0, len(lines), _QP_BLOCK_LINES):
+        # With its line end: b2a_qp treats trailing blanks at the end of data differently.
+        block = "\n".join(lines[start : start + _QP_BLOCK_LINES]) + "\n"
+        encoded = cache.get(block)
         if encoded is None:
-            # With its line end: b2a_qp treats trailing blanks at the end of data differently.
-            raw = binascii.b2a_qp(f"{line}\n".encode(), istext=True)
-            cache[line] = encoded = raw.decode("ascii").replace("\n", "\r\n")
+            raw = binascii.b2a_qp(block.encode(), istext=True)
+            cache[block] = encoded = raw.decode("ascii").replace("\n", "\r\n")
         out.append(encoded)
     return "".join(out)
 
 
-_QP_LINES: dict[str, str] = {}
-_QP_CACHE_LINES = 50_000
+_QP_BLOCKS: dict[str, str] = {}
+_QP_BLOCK_LINES = 16
+_QP_CACHE_BLOCKS = 5_000
 
 
 @functools.lru_cache(maxsize=1024)  # a run's subjects repeat for every subscriber
