@@ -14,12 +14,7 @@ from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from crawler import __version__
 from crawler.settings_base import (  # noqa: F401 - re-exported
@@ -200,11 +195,17 @@ class DkimSettings(_Section):
     key_file: str = ""
 
 
+_LIST_ID = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)+", re.ASCII)
+
+
 class EmailSettings(_Section):
     backend: Literal["file", "smtp"] = "file"
     from_: str = Field("litwatch <litwatch@localhost>", alias="from")
     outbox_dir: str = "outbox"
     unsubscribe_mailto: str = ""
+    #: RFC 2919 List-Id, ``list_name <list_id>``; "" is ``litwatch.<the From's domain>``.
+    list_id: str = ""
+    list_name: str = "litwatch"
     #: A digest handed to the server whose outcome was never recorded (a crash, a failed
     #: commit): "skip" never sends it again (at most once), "resend_once" sends it once
     #: more, with the same Message-ID, ``resend_after`` after the first try.
@@ -216,11 +217,13 @@ class EmailSettings(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("from_")
+    @field_validator("from_", "list_name", "list_id")
     @classmethod
-    def _no_header_injection(cls, v: str) -> str:
+    def _no_header_injection(cls, v: str, info: ValidationInfo) -> str:
         if "\r" in v or "\n" in v:
             raise ValueError("must be one line")
+        if info.field_name == "list_id" and v and not _LIST_ID.fullmatch(v):
+            raise ValueError(f"must be a dot-atom like litwatch.example.org, got {v!r}")
         return v
 
 

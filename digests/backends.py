@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Protocol
 
 from crawler.settings import EmailSettings
+from digests.dkim_sign import DkimError, DkimSigner, load_private_key
 from digests.mail import DigestMail, flatten
 
 #: What a backend sends: a digest (written the fast way) or any other message.
@@ -60,9 +61,10 @@ class FileBackend:
 
     name = "file"
 
-    def __init__(self, outbox: Path) -> None:
+    def __init__(self, outbox: Path, signer: DkimSigner | None = None) -> None:
         self.outbox = outbox
         self.outbox.mkdir(parents=True, exist_ok=True)
+        self.signer = signer
 
     def prepare(self, msg: Mail) -> None:
         pass  # writing a file is the work
@@ -71,7 +73,8 @@ class FileBackend:
         if isinstance(msg, DigestMail):
             msg = msg.message()
         stem = _file_stem(msg)
-        _atomic_write(self.outbox / f"{stem}.eml", bytes(msg))
+        data = bytes(msg)
+        _atomic_write(self.outbox / f"{stem}.eml", self.signer.sign(data) if self.signer else data)
         part = msg.get_body(preferencelist=("html",))
         if part is not None and part.get_content_type() == "text/html":
             _atomic_write(self.outbox / f"{stem}.html", part.get_content().encode("utf-8"))
@@ -106,11 +109,14 @@ class SmtpBackend:
         settings: EmailSettings,
         password: str | None,
         *,
+        signer: DkimSigner | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cfg = settings.smtp
         self.password = password
+        #: Signs every message (DKIM) as it is flattened; a digest once, in :meth:`prepare`.
+        self.sign = signer.sign if signer is not None else None
         self.conn: smtplib.SMTP | None = None
         self.per_minute = self.cfg.rate_per_minute
         self._clock = clock
@@ -184,7 +190,7 @@ class SmtpBackend:
 
     def prepare(self, msg: Mail) -> None:
         if isinstance(msg, DigestMail):
-            msg.wire()  # built once and kept: send() writes the same bytes
+            msg.wire(self.sign)  # built (and signed) once and kept: send() writes the same bytes
 
     def send(self, msg: Mail, recipient: str) -> None:
         """Send one message; TemporaryFailure, PermanentFailure or FatalDeliveryError."""
@@ -229,7 +235,11 @@ class SmtpBackend:
                     " does not advertise the required SMTPUTF8 capability"
                 )
             options = ["SMTPUTF8", "BODY=8BITMIME"]
-        data = msg.wire() if isinstance(msg, DigestMail) else flatten(msg, utf8=bool(options))
+        if isinstance(msg, DigestMail):
+            data = msg.wire(self.sign)
+        else:
+            data = flatten(msg, utf8=bool(options))
+            data = self.sign(data) if self.sign is not None else data
         conn.sendmail(sender, [recipient], data, options)
 
     def _lost(self, reason: str) -> TemporaryFailure:
@@ -328,7 +338,21 @@ def ensure_outbox(settings: EmailSettings) -> Path:
     return outbox
 
 
-def make_backend(settings: EmailSettings, password: str | None) -> Backend:
+def dkim_signer(settings: EmailSettings) -> DkimSigner | None:
+    """The DKIM signer of ``[email.dkim]`` (None when no domain is set); DkimError, one line,
+    for a key file that is missing or unusable or a selector that is missing."""
+    cfg = settings.dkim
+    if not cfg.domain:
+        return None
+    if not cfg.selector or not cfg.key_file:
+        raise DkimError("[email.dkim] domain is set: selector and key_file are needed too")
+    return DkimSigner(cfg.domain, cfg.selector, load_private_key(cfg.key_file))
+
+
+def make_backend(
+    settings: EmailSettings, password: str | None, signer: DkimSigner | None = None
+) -> Backend:
+    """The configured backend; ``signer`` DKIM-signs what it sends (see :func:`dkim_signer`)."""
     if settings.backend == "smtp":
-        return SmtpBackend(settings, password)
-    return FileBackend(ensure_outbox(settings))
+        return SmtpBackend(settings, password, signer=signer)
+    return FileBackend(ensure_outbox(settings), signer)

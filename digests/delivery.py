@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import cast
 
@@ -38,6 +39,7 @@ from digests.backends import (
     TemporaryFailure,
 )
 from digests.mail import DigestMail
+from digests.report import SendReport
 
 log = logging.getLogger("litwatch.digest")
 
@@ -46,6 +48,8 @@ RETRY_BASE = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=6)
 #: A delivery that failed temporarily this many times is given up (marked failed).
 MAX_ATTEMPTS = 10
+#: The interpreter's thread switch interval while a Sender runs (seconds; default 0.005).
+SWITCH_INTERVAL = 0.0005
 
 #: Delivery states. Due: PENDING, RESEND. Claimed by a sender: SENDING, RESENDING.
 #: Final: SENT, FAILED (refused, or given up), UNKNOWN (handed over, outcome never recorded).
@@ -56,38 +60,6 @@ DUE_STATES = (PENDING, RESEND)
 
 def backoff(attempts: int) -> timedelta:
     return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
-
-
-@dataclass
-class SendReport:
-    """What a run did; counted from two threads, so through :meth:`add`."""
-
-    sent: int = 0
-    failed: int = 0
-    pending: int = 0
-    empty: int = 0
-    already: int = 0
-    #: Deliveries whose outcome is unknown (never resent without the operator's policy).
-    unknown: int = 0
-    errors: list[str] = field(default_factory=list)
-    fatal: str | None = None
-    #: A dry run: who would get a digest now, and how many papers it holds.
-    would_send: list[tuple[str, int]] = field(default_factory=list)
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.unknown and not self.errors and self.fatal is None
-
-    def add(self, error: str | None = None, **counts: int) -> None:
-        """Add to the named counters (``sent=1``) and note an error line, atomically."""
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-            if error is not None:
-                self.errors.append(error)
 
 
 @dataclass(frozen=True)
@@ -124,7 +96,18 @@ def claim(engine: Engine, job: Outgoing, until: datetime) -> bool:
     ``until`` is kept in ``next_attempt_at``: the earliest moment a resend may happen if the
     outcome is never recorded (see :func:`settle_unknown`).
     """
+    return record_and_claim(engine, None, job, until)
+
+
+def record_and_claim(
+    engine: Engine, sent: dict[str, object] | None, job: Outgoing, until: datetime
+) -> bool:
+    """Record one outcome (``sent``: the values and ``delivery_id`` of :func:`record`) and
+    claim the next ``job`` (as :func:`claim`) in one commit: after the one message's answer,
+    before the next one's first byte, so each keeps its own guarantee with half the commits."""
     with engine.begin() as conn:
+        if sent is not None:
+            conn.execute(_update_for(tuple(sorted(k for k in sent if k != "delivery_id"))), sent)
         result = conn.execute(
             _CLAIM,
             {
@@ -221,6 +204,14 @@ class Sender:
         self._raised = False
         self._closed = False
         self._accepted = False
+        #: The next job, taken from the queue early to be claimed in the commit that records
+        #: the one before it, and whether that claim held (:meth:`_record_sent`).
+        self._held: tuple[Outgoing, bool] | None = None
+        # The thread waits on the server four times per message; when an answer arrives it
+        # must get the interpreter back from the planning thread at once, not after the
+        # default 5 ms switch interval (which cost more than the exchange itself).
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._work, name="litwatch-send", daemon=True)
         self._thread.start()
 
@@ -249,6 +240,7 @@ class Sender:
             self._closed = True
             self._queue.put(None)
             self._thread.join()
+            sys.setswitchinterval(self._interval)
 
     def _raise(self) -> None:
         assert self.stopped is not None
@@ -259,12 +251,13 @@ class Sender:
 
     def _work(self) -> None:
         try:
-            while (job := self._queue.get()) is not None:
+            while (job := self._take()) is not None:
+                held, self._held = self._held, None
                 try:
                     if self.stopped is not None:
                         self.report.add(pending=1)  # planned, left for the next run
                     else:
-                        self._deliver(job)
+                        self._deliver(job, held[1] if held is not None else None)
                 except BaseException as exc:  # kept for the caller's thread, which raises it
                     self.stopped = exc
                 finally:
@@ -272,14 +265,21 @@ class Sender:
         finally:
             self.backend.close()
 
-    def _deliver(self, job: Outgoing) -> None:
+    def _take(self) -> Outgoing | None:
+        """The held job (already claimed, or not), else the next one from the queue."""
+        return self._held[0] if self._held is not None else self._queue.get()
+
+    def _deliver(self, job: Outgoing, claimed: bool | None) -> None:
         """Send one message and record the outcome at once (see the module docstring).
 
-        ServerUnavailable and FatalDeliveryError propagate (after recording this delivery
-        as still due) because they stop the run.
+        ``claimed``: the outcome of its claim when it was claimed with the previous record,
+        None when it is still to be claimed. ServerUnavailable and FatalDeliveryError
+        propagate (after recording this delivery as still due) because they stop the run.
         """
         attempts = job.attempts + 1
-        if not claim(self.engine, job, self.now + self.resend_after):
+        if claimed is None:
+            claimed = claim(self.engine, job, self.now + self.resend_after)
+        if not claimed:
             self.report.add(already=1)  # changed since it was read: not ours to send
             return
         try:
@@ -305,15 +305,7 @@ class Sender:
             self.report.add(pending=int(job.state != FAILED), failed=int(job.state == FAILED))
             raise
         # Accepted by the server: record it now, before anything else can go wrong.
-        record(
-            self.engine,
-            job.delivery_id,
-            state=SENT,
-            attempts=attempts,
-            sent_at=utcnow(),
-            last_error=None,
-            next_attempt_at=None,
-        )
+        self._record_sent(job, attempts)
         self._accepted = True
         self.report.add(sent=1)
         log.info(
@@ -322,6 +314,28 @@ class Sender:
             job.period,
             job.paper_count,
         )
+
+    def _record_sent(self, job: Outgoing, attempts: int) -> None:
+        """Record ``job`` as sent; when the next job already waits, claim it in the same
+        commit (and hold it for :meth:`_work`): one commit per message instead of two."""
+        sent: dict[str, object] = {
+            "delivery_id": job.delivery_id,
+            "state": SENT,
+            "attempts": attempts,
+            "sent_at": utcnow(),
+            "last_error": None,
+            "next_attempt_at": None,
+        }
+        with self._queue.mutex:  # this thread alone takes from the queue: a job seen stays
+            ready = bool(self._queue.queue) and self._queue.queue[0] is not None
+        if not ready:
+            record(self.engine, **sent)  # type: ignore[arg-type]
+            return
+        nxt = self._queue.get_nowait()
+        assert nxt is not None
+        self._held = (nxt, False)  # unclaimed if the commit fails: then left pending
+        claimed = record_and_claim(self.engine, sent, nxt, self.now + self.resend_after)
+        self._held = (nxt, claimed)
 
     def _refused(self, job: Outgoing, attempts: int, error: str) -> None:
         record(self.engine, job.delivery_id, state=FAILED, attempts=attempts, last_error=error)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.generator import BytesGenerator
@@ -48,14 +49,41 @@ def sender_domain(from_header: str) -> str:
     return check_sender(from_header)[1].rsplit("@", 1)[1].strip().lower()
 
 
-def message_id(subscriber_id: int, period: date, from_header: str) -> str:
+def message_id(subscriber_id: int, period: date, from_header: str, installation: str = "") -> str:
     """A Message-ID that is the same for every attempt at one (subscriber, period) digest.
 
     Receivers drop a repeated Message-ID, which covers the one window no client can close:
-    a crash between the server's 250 and recording the send.
+    a crash between the server's 250 and recording the send. It is computed once, when the
+    delivery is planned, and stored with it: every retry and rerun sends the stored one.
+    ``installation`` (crawler.db.meta.installation_id) keeps two installations from minting
+    the same id for the same subscriber id and period.
     """
-    digest = hashlib.sha256(f"{subscriber_id}:{period.isoformat()}".encode()).hexdigest()[:16]
-    return f"<litwatch.{period.isoformat()}.{subscriber_id}.{digest}@{sender_domain(from_header)}>"
+    where = f"{installation}:" if installation else ""  # ids before installations: as they were
+    digest = hashlib.sha256(f"{where}{subscriber_id}:{period.isoformat()}".encode()).hexdigest()
+    local = f"litwatch.{period.isoformat()}.{subscriber_id}.{where.replace(':', '.')}{digest[:16]}"
+    return f"<{local}@{sender_domain(from_header)}>"
+
+
+#: RFC 2919 list-id: a dot-atom with at least one dot (``label.namespace``).
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+")
+
+
+def check_list_id(value: str) -> str:
+    """``value`` when it is an RFC 2919 list-id (``litwatch.example.org``); MailConfigError."""
+    if len(value) > 255 or not _LIST_ID.fullmatch(value):
+        raise MailConfigError(
+            f"[email] list_id must look like litwatch.example.org (RFC 2919), got {value!r}"
+        )
+    return value
+
+
+def list_id_header(list_id: str, list_name: str, from_header: str) -> str:
+    """The List-Id value: ``name <list-id>``; the id defaults to ``litwatch.<From domain>``."""
+    ident = check_list_id(list_id or f"litwatch.{sender_domain(from_header)}")
+    name = _one_line(list_name)
+    if not name:
+        return f"<{ident}>"
+    return f"{_phrase(name, 'List-Id')} <{ident}>"
 
 
 def _one_line(value: str) -> str:
@@ -64,18 +92,21 @@ def _one_line(value: str) -> str:
 
 
 def list_fields(
-    unsubscribe_url: str, unsubscribe_mailto: str, *, fold: str = ", "
+    unsubscribe_url: str, unsubscribe_mailto: str, list_id: str = "", *, fold: str = ", "
 ) -> list[tuple[str, str]]:
     """The mailing-list headers every digest carries, in order: one list for both ways a
     digest is written (:func:`build_message` and :meth:`DigestMail.wire`).
 
+    ``list_id`` is the whole List-Id value (:func:`list_id_header`); none when empty.
     ``fold`` joins the List-Unsubscribe targets: folded between targets on the wire, never
     RFC 2047 encoded, so that mailbox providers read the URL verbatim.
     """
     targets = [f"<{_one_line(unsubscribe_url)}>"]
     if unsubscribe_mailto:
         targets.append(f"<mailto:{_one_line(unsubscribe_mailto)}?subject=unsubscribe>")
+    listed = [("List-Id", _one_line(list_id))] if list_id else []  # RFC 2919
     return [
+        *listed,
         ("List-Unsubscribe", fold.join(targets)),
         # RFC 8058: a POST of "List-Unsubscribe=One-Click" to the https URL unsubscribes at once.
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
@@ -93,6 +124,7 @@ def build_message(
     msg_id: str,
     unsubscribe_url: str,
     unsubscribe_mailto: str = "",
+    list_id: str = "",
     when: datetime,
 ) -> EmailMessage:
     """A ready-to-send digest: text part first, then the HTML alternative (when any)."""
@@ -104,7 +136,7 @@ def build_message(
     msg["Subject"] = _one_line(rendered.subject)
     msg["Date"] = format_datetime(when)
     msg["Message-ID"] = msg_id
-    for name, value in list_fields(unsubscribe_url, unsubscribe_mailto):
+    for name, value in list_fields(unsubscribe_url, unsubscribe_mailto, list_id):
         msg[name] = value
     # Quoted-printable keeps the parts readable in any mail source view. The parts are
     # encoded here with binascii (C speed, 76-column lines) rather than by set_content's
@@ -153,11 +185,15 @@ class DigestMail:
     unsubscribe_url: str
     unsubscribe_mailto: str
     when: datetime
+    #: The List-Id value (:func:`list_id_header`); none when empty.
+    list_id: str = ""
+    #: The envelope sender (MAIL FROM): a VERP address (digests.verp), else the From's.
+    envelope_from: str = ""
 
     @property
     def sender(self) -> str:
-        """The envelope sender: the address of the configured From."""
-        return check_sender(self.from_header)[1]
+        """The envelope sender: :attr:`envelope_from`, else the address of the From."""
+        return self.envelope_from or check_sender(self.from_header)[1]
 
     def message(self) -> EmailMessage:
         """The digest as an EmailMessage (the file backend, tests)."""
@@ -169,15 +205,22 @@ class DigestMail:
             msg_id=self.msg_id,
             unsubscribe_url=self.unsubscribe_url,
             unsubscribe_mailto=self.unsubscribe_mailto,
+            list_id=self.list_id,
             when=self.when,
         )
 
-    def wire(self) -> bytes:
-        """The same message as :meth:`message` gives, flattened for SMTP (CRLF line ends).
+    def wire(self, sign: Callable[[bytes], bytes] | None = None) -> bytes:
+        """The same message as :meth:`message` gives, flattened for SMTP (CRLF line ends);
+        passed through ``sign`` (a DKIM signer's) when one is given.
 
-        Built once per message (the sender's thread sends what the planning thread built).
+        Built (and signed) once per message: the sender's thread sends what was prepared.
         """
-        return self._wire
+        if sign is None:
+            return self._wire
+        signed = self.__dict__.get("_signed")
+        if signed is None:  # the dataclass is frozen: cached as cached_property caches
+            signed = self.__dict__["_signed"] = sign(self._wire)
+        return signed
 
     @functools.cached_property
     def _wire(self) -> bytes:
@@ -213,7 +256,9 @@ class DigestMail:
             ("Subject", _encoded("Subject", self.rendered.subject)),
             ("Date", format_datetime(self.when)),
             ("Message-ID", _one_line(self.msg_id)),
-            *list_fields(self.unsubscribe_url, self.unsubscribe_mailto, fold=",\r\n "),
+            *list_fields(
+                self.unsubscribe_url, self.unsubscribe_mailto, self.list_id, fold=",\r\n "
+            ),
         ]
         return "".join(f"{name}: {value}\r\n" for name, value in fields)
 
@@ -230,28 +275,33 @@ _TEXT_HEAD = f"{_PART_HEAD}plain{_PART_TAIL}"
 def _qp(content: str) -> str:
     """Quoted-printable UTF-8 with CRLF line ends (set_content's line-end normalisation).
 
-    Encoded line by line (quoted-printable never joins input lines, so the result is the
-    same): the lines of one digest's content repeat for every subscriber who gets it, only
-    the few personal ones differ, so each distinct line is encoded once.
+    Encoded a block of lines at a time (quoted-printable never joins input lines, so the
+    result is the same as line by line): the lines of one digest's content repeat for every
+    subscriber who gets it, only the few personal ones differ, so each distinct block is
+    encoded once and the blocks holding a personal line are encoded each time.
     """
-    cache = _QP_LINES
-    if len(cache) > _QP_CACHE_LINES:  # bounded: a run sees a few distinct contents
+    cache = _QP_BLOCKS
+    if len(cache) > _QP_CACHE_BLOCKS:  # bounded: a run sees a few distinct contents
         cache.clear()
+    lines = content.splitlines() or [""]  # an empty body is still one line
     out = []
-    for line in content.splitlines() or [""]:  # an empty body is still one line
-        encoded = cache.get(line)
+    for start in range(0, len(lines), _QP_BLOCK_LINES):
+        # With its line end: b2a_qp treats trailing blanks at the end of data differently.
+        block = "\n".join(lines[start : start + _QP_BLOCK_LINES]) + "\n"
+        encoded = cache.get(block)
         if encoded is None:
-            # With its line end: b2a_qp treats trailing blanks at the end of data differently.
-            raw = binascii.b2a_qp(f"{line}\n".encode(), istext=True)
-            cache[line] = encoded = raw.decode("ascii").replace("\n", "\r\n")
+            raw = binascii.b2a_qp(block.encode(), istext=True)
+            cache[block] = encoded = raw.decode("ascii").replace("\n", "\r\n")
         out.append(encoded)
     return "".join(out)
 
 
-_QP_LINES: dict[str, str] = {}
-_QP_CACHE_LINES = 50_000
+_QP_BLOCKS: dict[str, str] = {}
+_QP_BLOCK_LINES = 16
+_QP_CACHE_BLOCKS = 5_000
 
 
+@functools.lru_cache(maxsize=1024)  # a run's subjects repeat for every subscriber
 def _encoded(name: str, value: str) -> str:
     """An unstructured header value on one logical line, RFC 2047 encoded when not ASCII."""
     value = _one_line(value)
@@ -267,13 +317,16 @@ def _plain_address(addr: str) -> bool:
 def _mailbox(name: str, addr: str) -> str:
     """``name <addr>``: the name quoted or RFC 2047 encoded as needed (RFC 5322 3.4)."""
     name = _one_line(name)
-    if not name:
-        return addr
+    return f"{_phrase(name, 'To')} <{addr}>" if name else addr
+
+
+def _phrase(name: str, header: str) -> str:
+    """A display name as a header phrase: as is, quoted, or RFC 2047 encoded."""
     if not name.isascii():
-        return f"{_encoded('To', name)} <{addr}>"
+        return _encoded(header, name)
     if _SPECIALS.search(name):
-        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{addr}>"
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name
 
 
 def flatten(msg: EmailMessage, *, utf8: bool) -> bytes:

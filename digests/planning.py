@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Table, bindparam, insert, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import TextualSelect
 
+from crawler.db import meta
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryEvent, DeliveryNews, DeliveryPaper, Subscriber
 from crawler.settings import Settings
@@ -244,12 +245,14 @@ class PagePlan:
         if not todo:
             return outcomes
         lookback = self.settings.digest.first_lookback
+        installation = meta.installation_id(engine)  # in each Message-ID (made once, ever)
         with transaction(engine) as session:
             fresh = {
                 s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(todo)))
             }
             active = [s for s in fresh.values() if s.status == "active"]
             news = sel.news_for(session, active, self.cutoffs, lookback)  # issue 12, B1
+            events = updates.event_ids_by_subscriber(session, active, self.cutoffs)  # issue 13
             for sid in todo:
                 sub = fresh.get(sid)
                 if sub is None or sub.status != "active":
@@ -260,20 +263,13 @@ class PagePlan:
                 if list(sub.topics or ()) != self.topics[sid]:  # changed since the page read
                     ids = sel.select_paper_ids(session, sub, cutoff, lookback)
                     ids = works.one_per_work(session, {sid: ids})[sid]
-                told = updates.event_ids_for(session, sub, cutoff)  # issue 13
+                told = events[sid]
                 if not ids and not news[sid] and not told and not self.settings.digest.send_empty:
                     outcomes[sid] = (None, "empty")
                     continue
+                msg_id = message_id(sid, self.periods[sid], self.settings.email.from_, installation)
                 outcomes[sid] = _insert_delivery(
-                    session,
-                    self.settings,
-                    sub,
-                    self.periods[sid],
-                    cutoff,
-                    ids,
-                    self.now,
-                    news[sid],
-                    told,
+                    session, sub, self.periods[sid], cutoff, ids, self.now, msg_id, news[sid], told
                 )
         return outcomes
 
@@ -305,12 +301,12 @@ def _insert_delivery_statement() -> TextualSelect:
 
 def _insert_delivery(
     session: Session,
-    settings: Settings,
     sub: Subscriber,
     period: date,
     cutoff: datetime,
     ids: Sequence[int],
     now: datetime,
+    msg_id: str,
     news: Sequence[int] = (),
     events: Sequence[int] = (),
 ) -> tuple[Planned | None, str]:
@@ -321,7 +317,7 @@ def _insert_delivery(
         cutoff=cutoff,
         state="pending",
         attempts=0,
-        message_id=message_id(sub.id, period, settings.email.from_),
+        message_id=msg_id,
         paper_count=len(ids),
         created_at=now,
     )

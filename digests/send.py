@@ -28,7 +28,7 @@ from crawler.db.engine import transaction
 from crawler.db.models import Delivery, Subscriber, utcnow
 from crawler.locks import SEND_LOCK, NamedLock
 from crawler.settings import Settings
-from digests.backends import FatalDeliveryError, ServerUnavailable, ensure_outbox, make_backend
+from digests.backends import FatalDeliveryError, ServerUnavailable, ensure_outbox
 from digests.compose import make_composer
 from digests.delivery import (
     DUE_STATES,
@@ -39,7 +39,8 @@ from digests.delivery import (
     record,
     settle_unknown,
 )
-from digests.mail import DigestMail, MailConfigError, check_sender
+from digests.mail import DigestMail
+from digests.outbound import Outbound, OutboundError, outbound
 from digests.planning import Entries, PagePlan, Planned, PlannedRow, load, pages
 from digests.selection import news_entries
 from digests.tokens import Links, signer_for
@@ -51,8 +52,9 @@ log = logging.getLogger("litwatch.digest")
 class _Run:
     """One ``digest send``: plan and render here, send and record on the sender's thread."""
 
-    def __init__(self, settings: Settings, engine: Engine, now: datetime) -> None:
+    def __init__(self, settings: Settings, engine: Engine, now: datetime, out: Outbound) -> None:
         self.settings = settings
+        self.out = out
         self.engine = engine
         self.now = now
         self.report = SendReport()
@@ -127,12 +129,13 @@ class _Run:
             unsubscribe_url=personal.unsubscribe,
             unsubscribe_mailto=self.settings.email.unsubscribe_mailto,
             when=self.now,
+            list_id=self.out.list_id,
+            envelope_from=self.out.envelope_from(sub.id),
         )
         if self.sender is None:  # connect lazily: no connection when nothing is due
-            backend = make_backend(self.settings.email, self.settings.smtp_password)
             self.sender = Sender(
                 self.engine,
-                backend,
+                self.out.backend(),
                 self.report,
                 self.now,
                 resend_after=self.settings.email.resend_after,
@@ -180,9 +183,9 @@ def send_digests(
     ``report.fatal``.
     """
     now = now or utcnow()
-    try:
-        check_sender(settings.email.from_)
-    except MailConfigError as exc:
+    try:  # before anything is planned: a bad From, List-Id, DKIM key or VERP stops the run
+        out = outbound(settings, None if dry_run else engine)
+    except OutboundError as exc:
         return SendReport(fatal=str(exc))
     if dry_run:
         return _dry_run(settings, engine, period_end, now, only)
@@ -197,7 +200,7 @@ def send_digests(
             fatal=f"another digest send is running on this database (waited {lock_timeout:g} s)"
         )
     try:
-        return _send_all(settings, engine, period_end, now, only, should_stop, progress)
+        return _send_all(settings, engine, period_end, now, only, should_stop, progress, out)
     finally:
         lock.release()
 
@@ -210,8 +213,9 @@ def _send_all(
     only: str | None,
     should_stop: Callable[[], bool],
     progress: Callable[[SendReport], None] | None,
+    out: Outbound,
 ) -> SendReport:
-    run = _Run(settings, engine, now)
+    run = _Run(settings, engine, now, out)
     settle_unknown(engine, settings.email.on_unknown)  # each period's plan reports them
     try:
         for page in pages(engine, only):
@@ -292,10 +296,14 @@ def retry_pending(
     connection goes out after its backoff instead of waiting for next week's digest run.
     """
     now = now or utcnow()
+    try:
+        out = outbound(settings, engine)
+    except OutboundError as exc:
+        return SendReport(fatal=str(exc))
     lock = NamedLock(engine, SEND_LOCK)
     if not lock.acquire(blocking=True, timeout=lock_timeout):
         return SendReport()  # a full send is running; it retries what is due itself
-    run = _Run(settings, engine, now)
+    run = _Run(settings, engine, now, out)
     try:
         run.report.add(unknown=settle_unknown(engine, settings.email.on_unknown))
         with transaction(engine) as session:
@@ -338,12 +346,16 @@ def retry_failed(
     planned with. A refusal leaves it failed; a temporary failure defers it as usual.
     """
     now = now or utcnow()
+    try:
+        out = outbound(settings, engine)
+    except OutboundError as exc:
+        return SendReport(fatal=str(exc))
     lock = NamedLock(engine, SEND_LOCK)
     if not lock.acquire(blocking=True, timeout=lock_timeout):
         return SendReport(
             fatal=f"another digest send is running on this database (waited {lock_timeout:g} s)"
         )
-    run = _Run(settings, engine, now)
+    run = _Run(settings, engine, now, out)
     try:
         settle_unknown(engine, settings.email.on_unknown)
         for page in pages(engine, only):

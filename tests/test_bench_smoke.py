@@ -114,6 +114,15 @@ def test_digest_fanout_benchmark(tmp_path: Path) -> None:
     assert data["memory_growth"] is None
 
 
+def test_digest_fanout_benchmark_with_dkim(tmp_path: Path) -> None:
+    data = run_bench("digest_fanout", tmp_path, "--subscribers", "20", "--dkim")
+    (size,) = data["sizes"]
+    assert data["dkim"] is True and size["ratio"]["median"] > 0
+    # Both sides signed: a DKIM-Signature of about 500 bytes on each message.
+    sizes = size["bytes_per_message"]
+    assert sizes["bare_smtplib"] == pytest.approx(sizes["digest_send"], rel=0.05)
+
+
 def test_watch_benchmark(tmp_path: Path) -> None:
     data = run_bench("watch", tmp_path, "--papers", "450")
     (size,) = data["sizes"]

@@ -25,6 +25,7 @@ def mail(**over: object) -> DigestMail:
         "unsubscribe_url": "https://digest.example.org/u/" + "t" * 120,
         "unsubscribe_mailto": "unsubscribe@example.org",
         "when": WHEN,
+        "list_id": '"Litwatch: weekly" <litwatch.example.org>',
     }
     values.update(over)
     return DigestMail(**values)  # type: ignore[arg-type]
@@ -48,7 +49,7 @@ def parsed(raw: bytes):  # type: ignore[no-untyped-def]
 def test_wire_says_what_the_message_says(over: dict[str, object]) -> None:
     digest = mail(**over)
     fast, slow = parsed(digest.wire()), digest.message()
-    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe",
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
                  "List-Unsubscribe-Post", "Auto-Submitted", "Precedence"):  # fmt: skip
         assert str(fast[name]) == str(slow[name]), name
     assert fast["Bcc"] is None and "\r\nBcc:" not in digest.wire().decode()

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
+from crawler.db import meta
 from crawler.db.engine import transaction
 from crawler.db.models import Delivery, DeliveryPaper, Subscriber
 from crawler.db.store import upsert
@@ -254,10 +255,15 @@ def test_digest_over_starttls_and_auth_is_well_formed(
     assert str(ada_msg["To"]) == "Ada Ærø <Ada@example.org>"
     assert str(ada_msg["Subject"]) == f"{SUBJECT_PREFIX}4 new papers (2026-03-02)"
 
-    # Message-ID: the one recorded, derived from (subscriber, period) only.
+    # Message-ID: the one recorded, derived from (installation, subscriber, period) only.
     row = delivery_of(engine, "ada@example.org")
     assert (row.state, row.attempts, row.period) == ("sent", 1, date(2026, 3, 2))
-    assert ada_msg["Message-ID"] == row.message_id == message_id(ada, date(2026, 3, 2), FROM)
+    installation = meta.installation_id(engine)
+    assert ada_msg["Message-ID"] == row.message_id
+    assert row.message_id == message_id(ada, date(2026, 3, 2), FROM, installation)
+    assert f".{installation}." in row.message_id
+    # RFC 2919 List-Id: derived from the From's domain by default.
+    assert raw_header(raw, "List-Id") == "litwatch <litwatch.example.org>"
 
     # RFC 8058 one-click unsubscribe, with the signed token, never RFC 2047-encoded.
     unsubscribe = raw_header(raw, "List-Unsubscribe")
@@ -558,7 +564,18 @@ def test_a_database_error_on_the_sender_thread_reaches_the_caller(
         real_record(engine, delivery_id, **values)
         recorded.append(delivery_id)
 
+    real_both = delivery_module.record_and_claim
+
+    def failing_both(engine: Engine, sent: Any, job: Any, until: datetime) -> bool:
+        # A record made with the next message's claim (one commit): the claim fails with it.
+        if sent is not None and recorded:
+            raise OperationalError("UPDATE deliveries", {}, Exception("disk I/O error"))
+        claimed = real_both(engine, sent, job, until)
+        recorded.extend([sent["delivery_id"]] if sent is not None else [])
+        return claimed
+
     monkeypatch.setattr(delivery_module, "record", failing_record)
+    monkeypatch.setattr(delivery_module, "record_and_claim", failing_both)
     settings = smtp_settings(tmp_path, engine, plain_smtp)
     with pytest.raises(OperationalError, match="disk I/O error"):
         send_digests(settings, engine, now=NOW)
@@ -570,6 +587,7 @@ def test_a_database_error_on_the_sender_thread_reaches_the_caller(
     assert sorted(states.values()) == ["pending", "pending", "sending", "sent"]
 
     monkeypatch.setattr(delivery_module, "record", real_record)
+    monkeypatch.setattr(delivery_module, "record_and_claim", real_both)
     again = send_digests(settings, engine, now=NOW + timedelta(minutes=1))
     assert (again.sent, again.unknown, again.ok) == (2, 1, False)
     # Every subscriber has one digest; the one whose record failed is not sent blindly

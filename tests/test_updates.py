@@ -12,7 +12,7 @@ from crawler.db.models import Delivery, DeliveryEvent, DeliveryPaper, PaperRow, 
 from crawler.db.store import upsert
 from crawler.events import PaperEvent
 from crawler.items import Paper
-from digests.updates import event_ids_for, updates_for
+from digests.updates import event_ids_by_subscriber, event_ids_for, updates_for
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -64,6 +64,10 @@ def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
         subs = {s.email: s for s in session.scalars(select(Subscriber))}
         told = {e: event_ids_for(session, s, NOW) for e, s in subs.items()}
         assert [e for e, ids in told.items() if ids] == ["ada@example.org", "bob@example.org"]
+        # Planning asks for a page at once: the same answer.
+        page = event_ids_by_subscriber(session, list(subs.values()), dict.fromkeys(
+            (s.id for s in subs.values()), NOW))  # fmt: skip
+        assert {e: page[s.id] for e, s in subs.items()} == told
         (update,) = updates_for(session, subs["ada@example.org"].id, told["ada@example.org"])
         assert update.label == "Retracted" and update.kind == "retracted"
         assert update.sent_on == date(2026, 3, 2)
@@ -78,6 +82,8 @@ def test_only_those_sent_the_paper_are_told_once(engine: Engine) -> None:
         # An event detected after the cutoff waits for the next digest.
         bob = session.scalar(select(Subscriber).where(Subscriber.email == "bob@example.org"))
         assert bob is not None and event_ids_for(session, bob, NOW - timedelta(days=2)) == []
+        early = {ada.id: NOW, bob.id: NOW - timedelta(days=2)}
+        assert event_ids_by_subscriber(session, [ada, bob], early) == {ada.id: [], bob.id: []}
 
 
 def test_a_withdrawn_retraction_notice_is_no_longer_told_nor_the_status(engine: Engine) -> None:

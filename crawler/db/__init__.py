@@ -10,5 +10,7 @@ HEAD = "0005"
 SECRET_KEY = "secret_key"  # noqa: S105 - the row's name, not a secret
 DAEMON_KEY = "daemon"
 DIGEST_DONE_KEY = "digest.last_fire"
+#: This installation's random id (in every digest's Message-ID: unique across installations).
+INSTALLATION_KEY = "installation_id"
 #: The lifecycle watch: its last run, and where an interrupted one resumes (JSON).
 WATCH_KEY = "lifecycle.watch"

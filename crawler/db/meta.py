@@ -1,13 +1,15 @@
 """The ``meta`` table's one owner: installation facts and the daemon's record.
 
 Keys: ``secret_key`` (the link-signing key when none is in the environment), ``daemon`` (the
-daemon's self-description, JSON) and ``digest.last_fire`` (the last digest period done).
+daemon's self-description, JSON), ``digest.last_fire`` (the last digest period done) and
+``installation_id`` (random, made once: digests' Message-IDs are unique per installation).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,11 +17,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crawler.db import DAEMON_KEY, DIGEST_DONE_KEY, SECRET_KEY, WATCH_KEY
+from crawler.db import DAEMON_KEY, DIGEST_DONE_KEY, INSTALLATION_KEY, SECRET_KEY, WATCH_KEY
 from crawler.db.engine import transaction
 from crawler.db.models import Meta
 
-__all__ = ["DAEMON_KEY", "DIGEST_DONE_KEY", "SECRET_KEY", "WATCH_KEY"]
+__all__ = ["DAEMON_KEY", "DIGEST_DONE_KEY", "INSTALLATION_KEY", "SECRET_KEY", "WATCH_KEY"]
 
 
 def read(engine: Engine, key: str) -> str | None:
@@ -41,15 +43,30 @@ def write(engine: Engine, key: str, value: str) -> None:
 
 def generated_secret(engine: Engine) -> str:
     """The stored signing key, generated on first use; the first of two racing writers wins."""
-    stored = read(engine, SECRET_KEY)
+    return _generated(engine, SECRET_KEY, lambda: secrets.token_urlsafe(48))
+
+
+def installation_id(engine: Engine) -> str:
+    """This installation's id (16 lower-case hex digits), made on first use and never changed.
+
+    Part of every digest's Message-ID, so two installations (a test copy, a second site)
+    never mint the same one for the same subscriber id and period.
+    """
+    return _generated(engine, INSTALLATION_KEY, lambda: secrets.token_hex(8))
+
+
+def _generated(engine: Engine, key: str, make: Callable[[], str]) -> str:
+    """The value under ``key``, made by ``make`` on first use; the first of two racing
+    writers wins."""
+    stored = read(engine, key)
     if stored is not None:
         return stored
     try:
         with transaction(engine) as session:
-            session.add(Meta(key=SECRET_KEY, value=secrets.token_urlsafe(48)))
+            session.add(Meta(key=key, value=make()))
     except IntegrityError:
-        pass  # another process generated it first: use theirs
-    stored = read(engine, SECRET_KEY)
+        pass  # another process made it first: use theirs
+    stored = read(engine, key)
     assert stored is not None
     return stored
 

@@ -21,7 +21,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from crawler.settings import Settings
-from digests.backends import FatalDeliveryError, PermanentFailure, TemporaryFailure, make_backend
+from digests.backends import (
+    FatalDeliveryError,
+    PermanentFailure,
+    TemporaryFailure,
+    dkim_signer,
+    make_backend,
+)
+from digests.dkim_sign import DkimError
 from digests.mail import check_sender, sender_domain
 
 log = logging.getLogger("litwatch.web")
@@ -79,7 +86,12 @@ def send_mail(settings: Settings, msg: EmailMessage, to: str) -> None:
     A permanent refusal of this recipient is only logged: the visitor sees the same page as
     for any address, so the answer never tells which addresses a server refuses.
     """
-    backend = make_backend(settings.email, settings.smtp_password)
+    try:  # DKIM-signed like every digest (RFC 6376), when [email.dkim] is set
+        signer = dkim_signer(settings.email)
+    except DkimError as exc:  # the key file: the operator's to fix; the visitor tries later
+        log.error("event=web.mail_failed error=%r", str(exc))
+        raise MailUnavailable(str(exc)) from None
+    backend = make_backend(settings.email, settings.smtp_password, signer)
     try:
         backend.send(msg, to)
     except PermanentFailure as exc:
