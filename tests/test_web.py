@@ -900,6 +900,24 @@ def test_web_command_reports_a_busy_port(tmp_path: Path, db_url: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
+def test_web_command_refuses_an_unusable_dkim_key(tmp_path: Path, db_url: str) -> None:
+    cfg = tmp_path / "web.toml"
+    missing = tmp_path / "no-such.private"
+    cfg.write_text(
+        f'[database]\nurl = "{db_url}"\n[email.dkim]\ndomain = "example.org"\n'
+        f'selector = "lw"\nkey_file = "{missing}"\n',
+        encoding="utf-8",
+    )
+    app = App(str(cfg), "error")
+    try:
+        result = CliRunner().invoke(web_command, ["--host", "127.0.0.1", "--port", "0"], obj=app)
+    finally:
+        app.engine(schema=False).dispose()
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()  # one line, before serving anything
+    assert "DKIM" in line and str(missing) in line and "serving" not in result.output
+
+
 def test_preferences_opt_out_of_updates_on_papers_sent(client: TestClient, engine: Engine) -> None:
     sub = add_subscriber(engine, "updates@example.org")
     url = f"/preferences/{signed(engine, PREFERENCES, sub.token)}"

@@ -28,12 +28,17 @@ def web(app: App, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from crawler.daemon.web import listen, uvicorn_config
+    from digests.outbound import OutboundError, outbound
     from digests.web import create_app
 
     settings = app.settings
     host = host or settings.web.host
     port = settings.web.port if port is None else port
     engine = app.engine()
+    try:  # the sign-up mail it sends: a bad DKIM key or From stops it here, not per mail
+        outbound(settings, engine)
+    except OutboundError as exc:
+        fail(str(exc))
     try:
         sock = listen(host, port)
     except OSError as exc:
