@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 if TYPE_CHECKING:
     import lxml.html
@@ -272,3 +272,19 @@ def title_fingerprint(title: str | None) -> str | None:
     if len(key) < MIN_FINGERPRINT:
         return None
     return key[:200]
+
+
+#: What a DOI keeps unencoded in a doi.org URL (the DOI Handbook's safe characters).
+_DOI_URL_SAFE = "/:;()[],.-_+=@!$'*~"
+
+
+def doi_url(doi: str | None) -> str | None:
+    """``https://doi.org/<doi>`` with the DOI percent-encoded, or None for a missing DOI."""
+    cleaned = clean_doi(doi)
+    return f"https://doi.org/{quote(cleaned, safe=_DOI_URL_SAFE)}" if cleaned else None
+
+
+def pubmed_url(raw_pmid: str | None) -> str | None:
+    """``https://pubmed.ncbi.nlm.nih.gov/<pmid>/``, or None for a missing or bad PMID."""
+    canonical = pmid(raw_pmid)
+    return f"https://pubmed.ncbi.nlm.nih.gov/{canonical}/" if canonical else None

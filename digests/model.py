@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
-from urllib.parse import quote
 
-from crawler.normalise import clean_doi, pmcid, pmid, squash
+from crawler.normalise import doi_url, pmcid, pubmed_url, squash
 from digests import evidence
 from digests.evidence import Badge
 
@@ -31,7 +30,6 @@ NEWS_SHOWN = 10
 
 # Characters a DOI may keep in a URL path; the rest ("#", "?", "%", "<", space...) must be
 # percent-encoded or the resolver receives a different name (DOI Handbook, section 2.5.2.4).
-_DOI_URL_SAFE = "/:;()[],.-_+=@!$'*~"
 
 
 @dataclass(frozen=True)
@@ -201,18 +199,6 @@ class Digest:
     def is_empty(self) -> bool:
         """True when there is nothing to list (an operator may still send a short note)."""
         return self.paper_count == 0 and not self.news and not self.updates
-
-
-def doi_url(doi: str | None) -> str | None:
-    """``https://doi.org/<doi>`` with the DOI percent-encoded, or None for a missing DOI."""
-    cleaned = clean_doi(doi)
-    return f"https://doi.org/{quote(cleaned, safe=_DOI_URL_SAFE)}" if cleaned else None
-
-
-def pubmed_url(raw_pmid: str | None) -> str | None:
-    """``https://pubmed.ncbi.nlm.nih.gov/<pmid>/``, or None for a missing or bad PMID."""
-    canonical = pmid(raw_pmid)
-    return f"https://pubmed.ncbi.nlm.nih.gov/{canonical}/" if canonical else None
 
 
 def paper_url(doi: str | None, raw_pmid: str | None, fallback: str | None = None) -> str | None:

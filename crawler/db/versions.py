@@ -26,7 +26,7 @@ from crawler.db.engine import insert_ignore
 from crawler.db.identity import column_width, fit
 from crawler.db.models import PaperRow, PaperVersionRow, Sighting
 from crawler.events import PUBLISHED, TITLE_MATCH, PaperEvent, VersionLink
-from crawler.normalise import doi_key, pmid, squash, title_fingerprint
+from crawler.normalise import doi_key, doi_url, pmid, pubmed_url, squash, title_fingerprint
 
 _FILLED = (
     "published_doi", "published_pmid", "server", "preprint_posted", "published_journal",
@@ -190,13 +190,11 @@ def announce(session: Session, preprint_dois: Sequence[str], now: datetime) -> i
         found += [_event(row) for row in rows]
     if not found:
         return 0
-    return event_store.record(session, event_store.resolve(session, found), now)
+    return event_store.learn(session, found, now)
 
 
 def _event(row: PaperVersionRow) -> PaperEvent:
-    url = f"https://doi.org/{row.published_doi}" if row.published_doi else None
-    if url is None and row.published_pmid:
-        url = f"https://pubmed.ncbi.nlm.nih.gov/{row.published_pmid}/"
+    url = doi_url(row.published_doi) or pubmed_url(row.published_pmid)
     return PaperEvent(
         type=PUBLISHED,
         source=row.source,
