@@ -10,12 +10,14 @@ few string replacements, with values escaped for HTML where they land in HTML.
 from __future__ import annotations
 
 import html
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
 from crawler.settings import Settings
+from digests.mail import quoted_printable, quoted_printable_lines
 from digests.model import Digest, DigestLinks, Entry, NewsEntry, build_news, build_sections
 from digests.render import Rendered, render
 from digests.updates import Update
@@ -46,7 +48,7 @@ class Composer:
         self.topic_titles = topic_titles
         self.archive_url = archive_url
         self.home_url = home_url
-        self._cache: OrderedDict[tuple[object, ...], Rendered] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], _Template] = OrderedDict()
         self.renders = 0
 
     def digest(
@@ -104,18 +106,79 @@ class Composer:
         template = self._cache.get(key)
         if template is None:
             placeholder = Personal(_NAME if personal.name else None, _EMAIL, _UNSUB, _PREFS)
-            template = render(self.digest(entries, topics, period, fmt, placeholder, news, updates))
+            rendered = render(self.digest(entries, topics, period, fmt, placeholder, news, updates))
+            template = _Template(rendered)
             self.renders += 1
             self._cache[key] = template
             if len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return Rendered(
-            subject=template.subject,
-            text=_fill(template.text, personal, escape=False),
-            html=_fill(template.html, personal, escape=True) if template.html is not None else None,
-        )
+        return template.fill(personal)
+
+
+class _Template:
+    """A rendered digest with placeholders, and its bodies cut once at the lines that hold
+    one: a subscriber's copy, and its quoted-printable form for the wire, are then the
+    constant parts (encoded once) joined with the few personal lines filled and encoded."""
+
+    def __init__(self, rendered: Rendered) -> None:
+        self.rendered = rendered
+        self.text = _Lines(rendered.text)
+        self.html = _Lines(rendered.html) if rendered.html is not None else None
+
+    def fill(self, personal: Personal) -> Rendered:
+        text, text_qp = self.text.fill(personal, escape=False)
+        html, html_qp = self.html.fill(personal, escape=True) if self.html else (None, None)
+        return Rendered(self.rendered.subject, text, html, text_qp, html_qp)
+
+
+class _Lines:
+    """One body's lines: runs without a placeholder (kept, and encoded once), and lines with
+    one (filled for each subscriber). Quoted-printable never joins lines, so encoding the
+    parts one by one gives the bytes encoding the filled body would."""
+
+    def __init__(self, body: str) -> None:
+        self.body = body
+        #: (constant text with its line ends, its encoding) or (a line to fill, None).
+        self.parts: list[tuple[str, str | None]] | None = None
+        if _OTHER_BREAKS.search(body):
+            return  # only "\n" is cut here: such a body is filled and encoded whole
+        parts: list[tuple[str, str | None]] = []
+        run: list[str] = []
+        for line in body.splitlines() or [""]:
+            if _PLACEHOLDER.search(line) is None:
+                run.append(line)
+                continue
+            if run:
+                parts.append(_constant(run))
+                run = []
+            parts.append((line, None))
+        if run:
+            parts.append(_constant(run))
+        self.parts = parts
+
+    def fill(self, personal: Personal, *, escape: bool) -> tuple[str, str | None]:
+        """The body filled for ``personal``, and its quoted-printable form (None when the
+        body could not be cut)."""
+        if self.parts is None:
+            return _fill(self.body, personal, escape=escape), None
+        plain: list[str] = []
+        encoded: list[str] = []
+        for text, qp in self.parts:
+            if qp is None:
+                text = _fill(text, personal, escape=escape) + "\n"
+                qp = quoted_printable_lines(text)
+            plain.append(text)
+            encoded.append(qp)
+        # The body without its last line end, as rendered; the encoding ends every line.
+        body = "".join(plain)
+        return (body if self.body.endswith("\n") else body[:-1]), "".join(encoded)
+
+
+def _constant(lines: list[str]) -> tuple[str, str]:
+    text = "\n".join(lines) + "\n"
+    return text, quoted_printable(text)
 
 
 def _fill(text: str, personal: Personal, *, escape: bool) -> str:
@@ -128,6 +191,11 @@ def _fill(text: str, personal: Personal, *, escape: bool) -> str:
         .replace(_UNSUB, value(personal.unsubscribe))
         .replace(_PREFS, value(personal.preferences))
     )
+
+
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in (_NAME, _EMAIL, _UNSUB, _PREFS)))
+#: Line breaks that str.splitlines() knows besides "\n" (a rendered body has none).
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def make_composer(settings: Settings) -> Composer:

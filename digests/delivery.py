@@ -6,15 +6,17 @@ prepared messages wait for the thread; their rows are already planned (pending),
 a crash or a fatal error leaves untried is sent by the next run with the same content and
 Message-ID.
 
-Each message is *claimed* in its own commit before it is handed to the server (state
-``sending``, the attempt counted), and its outcome (sent, refused, deferred) is recorded in
-another as soon as the server has answered. A claim that no outcome followed (the process
-was killed, or the database refused the record) means the outcome is unknown: the server may
-have taken the message. Such a delivery is never resent blindly; :func:`settle_unknown`
-(run under the send lock, so no sender holds a claim) marks it ``unknown`` for good, or, when
-the operator chose ``[email] on_unknown = "resend_once"``, ``resend``: due once more, with
-the same Message-ID, ``resend_after`` after the first try. A stale claim of that one resend
-is ``unknown`` for good.
+Each message is *claimed* in a commit of its own before its content is handed to the server
+(state ``sending``, the attempt counted; it is made while the server answers the message's
+MAIL FROM, since a transaction without DATA delivers nothing), and its outcome
+(sent, refused, deferred) is recorded as soon as the server has answered: on its own, or in
+the next message's claim when that one already waits. A claim that no outcome followed (the
+process was killed, or the database refused the record) means the outcome is unknown: the
+server may have taken the message. Such a delivery is never resent blindly;
+:func:`settle_unknown` (run under the send lock, so no sender holds a claim) marks it
+``unknown`` for good, or, when the operator chose ``[email] on_unknown = "resend_once"``,
+``resend``: due once more, with the same Message-ID, ``resend_after`` after the first try.
+A stale claim of that one resend is ``unknown`` for good.
 """
 
 from __future__ import annotations
@@ -31,15 +33,10 @@ from typing import cast
 from sqlalchemy import Engine, Table, Update, bindparam, update
 
 from crawler.db.models import Delivery, utcnow
-from digests.backends import (
-    Backend,
-    FatalDeliveryError,
-    PermanentFailure,
-    ServerUnavailable,
-    TemporaryFailure,
-)
+from digests.backends import Backend
 from digests.mail import DigestMail
 from digests.report import SendReport
+from digests.smtp import FatalDeliveryError, PermanentFailure, ServerUnavailable, TemporaryFailure
 
 log = logging.getLogger("litwatch.digest")
 
@@ -89,22 +86,17 @@ def record(engine: Engine, delivery_id: int, **values: object) -> None:
         conn.execute(_update_for(tuple(sorted(values))), {"delivery_id": delivery_id, **values})
 
 
-def claim(engine: Engine, job: Outgoing, until: datetime) -> bool:
-    """Mark ``job`` as being sent and count the attempt, in its own commit, before any byte
-    goes to the server; False when its row is no longer in the state it was read in.
-
-    ``until`` is kept in ``next_attempt_at``: the earliest moment a resend may happen if the
-    outcome is never recorded (see :func:`settle_unknown`).
-    """
-    return record_and_claim(engine, None, job, until)
-
-
 def record_and_claim(
     engine: Engine, sent: dict[str, object] | None, job: Outgoing, until: datetime
 ) -> bool:
-    """Record one outcome (``sent``: the values and ``delivery_id`` of :func:`record`) and
-    claim the next ``job`` (as :func:`claim`) in one commit: after the one message's answer,
-    before the next one's first byte, so each keeps its own guarantee with half the commits."""
+    """Claim ``job``: mark it as being sent and count the attempt, in one commit made before
+    its DATA goes to the server; False when its row is no longer in the state it was read in.
+
+    ``sent`` (the values and ``delivery_id`` of :func:`record`), the outcome of the message
+    before it, is recorded in the same commit: each keeps its own guarantee with half the
+    commits. ``until`` is kept in ``next_attempt_at``: the earliest moment a resend may
+    happen if the outcome is never recorded (see :func:`settle_unknown`).
+    """
     with engine.begin() as conn:
         if sent is not None:
             conn.execute(_update_for(tuple(sorted(k for k in sent if k != "delivery_id"))), sent)
@@ -204,9 +196,9 @@ class Sender:
         self._raised = False
         self._closed = False
         self._accepted = False
-        #: The next job, taken from the queue early to be claimed in the commit that records
-        #: the one before it, and whether that claim held (:meth:`_record_sent`).
-        self._held: tuple[Outgoing, bool] | None = None
+        #: The record of the message just sent, when the next one already waits: committed
+        #: with that one's claim (:meth:`_deliver`), else on its own at the end.
+        self._unrecorded: dict[str, object] | None = None
         # The thread waits on the server four times per message; when an answer arrives it
         # must get the interpreter back from the planning thread at once, not after the
         # default 5 ms switch interval (which cost more than the exchange itself).
@@ -251,39 +243,58 @@ class Sender:
 
     def _work(self) -> None:
         try:
-            while (job := self._take()) is not None:
-                held, self._held = self._held, None
+            while (job := self._queue.get()) is not None:
                 try:
                     if self.stopped is not None:
                         self.report.add(pending=1)  # planned, left for the next run
                     else:
-                        self._deliver(job, held[1] if held is not None else None)
+                        self._deliver(job)
                 except BaseException as exc:  # kept for the caller's thread, which raises it
                     self.stopped = exc
                 finally:
                     self._queue.task_done()
         finally:
-            self.backend.close()
+            try:
+                if self._unrecorded is not None:  # the last message: recorded on its own
+                    record(self.engine, **self._unrecorded)  # type: ignore[arg-type]
+            except BaseException as exc:
+                self.stopped = self.stopped or exc
+            finally:
+                self._unrecorded = None
+                self.backend.close()
 
-    def _take(self) -> Outgoing | None:
-        """The held job (already claimed, or not), else the next one from the queue."""
-        return self._held[0] if self._held is not None else self._queue.get()
-
-    def _deliver(self, job: Outgoing, claimed: bool | None) -> None:
+    def _deliver(self, job: Outgoing) -> None:
         """Send one message and record the outcome at once (see the module docstring).
 
-        ``claimed``: the outcome of its claim when it was claimed with the previous record,
-        None when it is still to be claimed. ServerUnavailable and FatalDeliveryError
-        propagate (after recording this delivery as still due) because they stop the run.
+        Its claim is committed (with the previous message's record, when that waited for it)
+        while the server answers its MAIL FROM: nothing is delivered before DATA, which comes
+        after the claim. ServerUnavailable and FatalDeliveryError propagate (after recording
+        this delivery as still due) because they stop the run.
         """
         attempts = job.attempts + 1
-        if claimed is None:
-            claimed = claim(self.engine, job, self.now + self.resend_after)
+        sent, self._unrecorded = self._unrecorded, None
+        claimed = False
+
+        def claim() -> None:
+            nonlocal claimed
+            claimed = record_and_claim(self.engine, sent, job, self.now + self.resend_after)
+
+        early: Exception | None = None
+        try:
+            self.backend.start(job.mail, job.email, claim)  # a database error stops the run
+        except (PermanentFailure, TemporaryFailure, FatalDeliveryError) as exc:
+            early = exc  # handled below, once the claim says whether the message is ours
         if not claimed:
             self.report.add(already=1)  # changed since it was read: not ours to send
+            if early is None:
+                self.backend.reset()
+            elif isinstance(early, (ServerUnavailable, FatalDeliveryError)):
+                raise early
             return
         try:
-            self.backend.send(job.mail, job.email)
+            if early is not None:
+                raise early
+            self.backend.finish(job.mail, job.email)
         except PermanentFailure as exc:
             self._refused(job, attempts, str(exc))
             return
@@ -304,8 +315,8 @@ class Sender:
             )
             self.report.add(pending=int(job.state != FAILED), failed=int(job.state == FAILED))
             raise
-        # Accepted by the server: record it now, before anything else can go wrong.
-        self._record_sent(job, attempts)
+        # Accepted by the server: recorded now, or with the next message's claim when that
+        # message is already waiting (one commit, made while its envelope goes out).
         self._accepted = True
         self.report.add(sent=1)
         log.info(
@@ -314,11 +325,7 @@ class Sender:
             job.period,
             job.paper_count,
         )
-
-    def _record_sent(self, job: Outgoing, attempts: int) -> None:
-        """Record ``job`` as sent; when the next job already waits, claim it in the same
-        commit (and hold it for :meth:`_work`): one commit per message instead of two."""
-        sent: dict[str, object] = {
+        outcome: dict[str, object] = {
             "delivery_id": job.delivery_id,
             "state": SENT,
             "attempts": attempts,
@@ -328,14 +335,10 @@ class Sender:
         }
         with self._queue.mutex:  # this thread alone takes from the queue: a job seen stays
             ready = bool(self._queue.queue) and self._queue.queue[0] is not None
-        if not ready:
-            record(self.engine, **sent)  # type: ignore[arg-type]
-            return
-        nxt = self._queue.get_nowait()
-        assert nxt is not None
-        self._held = (nxt, False)  # unclaimed if the commit fails: then left pending
-        claimed = record_and_claim(self.engine, sent, nxt, self.now + self.resend_after)
-        self._held = (nxt, claimed)
+        if ready:
+            self._unrecorded = outcome
+        else:
+            record(self.engine, **outcome)  # type: ignore[arg-type]
 
     def _refused(self, job: Outgoing, attempts: int, error: str) -> None:
         record(self.engine, job.delivery_id, state=FAILED, attempts=attempts, last_error=error)

@@ -26,6 +26,7 @@ class MailConfigError(ValueError):
 
 
 @functools.lru_cache(maxsize=64)  # parsed for every message of a run: the same string
+@functools.lru_cache(maxsize=64)  # called for every message with the same configured From
 def check_sender(from_header: str) -> tuple[str, str]:
     """(display name, address) of the configured From; MailConfigError unless it is one address.
 
@@ -222,6 +223,15 @@ class DigestMail:
             signed = self.__dict__["_signed"] = sign(self._wire)
         return signed
 
+    def data_block(self, sign: Callable[[bytes], bytes] | None = None) -> bytes:
+        """What follows the SMTP ``DATA`` command for :meth:`wire`: dot-stuffed (RFC 5321
+        4.5.2), ending in CRLF "." CRLF. Kept, like :meth:`wire`: the sender's thread only
+        writes it."""
+        block = self.__dict__.get("_data_block")
+        if block is None:
+            block = self.__dict__["_data_block"] = data_block(self.wire(sign))
+        return block
+
     @functools.cached_property
     def _wire(self) -> bytes:
         """See :meth:`wire`.
@@ -235,32 +245,45 @@ class DigestMail:
         if not (_plain_address(self.to_email) and _plain_address(from_addr)):
             # A quoted local part and the like: let the email package write it.
             return flatten(self.message(), utf8=not (self.to_email + from_addr).isascii())
-        text = _qp(self.rendered.text)
-        if self.rendered.html is None:
+        rendered = self.rendered
+        text = rendered.text_qp if rendered.text_qp is not None else quoted_printable(rendered.text)
+        if rendered.html is None:
             body = _TEXT_HEAD + text
         else:
+            html = rendered.html_qp
+            if html is None:
+                html = quoted_printable(rendered.html)
             boundary = f"==============={secrets.randbelow(10**19):019d}=="
             body = (
                 f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
                 f"--{boundary}\r\n{_PART_HEAD}plain{_PART_TAIL}{text}\r\n"
-                f"--{boundary}\r\n{_PART_HEAD}html{_PART_TAIL}{_qp(self.rendered.html)}\r\n"
+                f"--{boundary}\r\n{_PART_HEAD}html{_PART_TAIL}{html}\r\n"
                 f"--{boundary}--\r\n"
             )
         return (self._headers() + "MIME-Version: 1.0\r\n" + body).encode("utf-8")
 
     def _headers(self) -> str:
-        from_name, from_addr = check_sender(self.from_header)
         fields = [
-            ("From", _mailbox(from_name, from_addr)),
+            ("From", _from_field(self.from_header)),
             ("To", _mailbox(self.to_name or "", self.to_email)),
             ("Subject", _encoded("Subject", self.rendered.subject)),
-            ("Date", format_datetime(self.when)),
+            ("Date", _date_field(self.when)),
             ("Message-ID", _one_line(self.msg_id)),
             *list_fields(
                 self.unsubscribe_url, self.unsubscribe_mailto, self.list_id, fold=",\r\n "
             ),
         ]
         return "".join(f"{name}: {value}\r\n" for name, value in fields)
+
+
+@functools.lru_cache(maxsize=16)  # one From and one Date for every message of a run
+def _from_field(from_header: str) -> str:
+    return _mailbox(*check_sender(from_header))
+
+
+@functools.lru_cache(maxsize=16)
+def _date_field(when: datetime) -> str:
+    return format_datetime(when)
 
 
 #: What an address must not hold to be written unquoted (and what would inject a header).
@@ -272,7 +295,7 @@ _PART_TAIL = '; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r
 _TEXT_HEAD = f"{_PART_HEAD}plain{_PART_TAIL}"
 
 
-def _qp(content: str) -> str:
+def quoted_printable(content: str) -> str:
     """Quoted-printable UTF-8 with CRLF line ends (set_content's line-end normalisation).
 
     Encoded a block of lines at a time (quoted-printable never joins input lines, so the
@@ -290,10 +313,19 @@ def _qp(content: str) -> str:
         block = "\n".join(lines[start : start + _QP_BLOCK_LINES]) + "\n"
         encoded = cache.get(block)
         if encoded is None:
-            raw = binascii.b2a_qp(block.encode(), istext=True)
-            cache[block] = encoded = raw.decode("ascii").replace("\n", "\r\n")
+            cache[block] = encoded = _qp_block(block)
         out.append(encoded)
     return "".join(out)
+
+
+def quoted_printable_lines(content: str) -> str:
+    """:func:`quoted_printable` without the block cache: for lines met once (personal ones)."""
+    return _qp_block("\n".join(content.splitlines() or [""]) + "\n")
+
+
+def _qp_block(block: str) -> str:
+    """Lines each ending in "\\n", encoded, with CRLF line ends."""
+    return binascii.b2a_qp(block.encode(), istext=True).decode("ascii").replace("\n", "\r\n")
 
 
 _QP_BLOCKS: dict[str, str] = {}
@@ -341,3 +373,13 @@ def flatten(msg: EmailMessage, *, utf8: bool) -> bytes:
         policy = policy.clone(utf8=True)
     BytesGenerator(out, policy=policy).flatten(msg, linesep="\r\n")
     return out.getvalue()
+
+
+def data_block(wire: bytes) -> bytes:
+    """``wire`` as it follows the SMTP ``DATA`` command: a line that starts with "." gets one
+    more (RFC 5321 4.5.2), and CRLF "." CRLF ends it (after a CRLF added if missing)."""
+    if b"\n." in wire:  # every line but the first starts after a line feed
+        wire = wire.replace(b"\n.", b"\n..")
+    if wire.startswith(b"."):
+        wire = b"." + wire
+    return wire + (b".\r\n" if wire.endswith(b"\r\n") else b"\r\n.\r\n")

@@ -42,6 +42,11 @@ class Rendered:
     subject: str
     text: str
     html: str | None
+    #: ``text`` and ``html`` quoted-printable encoded for the wire, when the composer could
+    #: fill them from a template encoded once (:mod:`digests.compose`); else None and
+    #: encoded as the message is built.
+    text_qp: str | None = None
+    html_qp: str | None = None
 
 
 class _Numbered(NamedTuple):

@@ -28,7 +28,7 @@ from crawler.db.engine import transaction
 from crawler.db.models import Delivery, Subscriber, utcnow
 from crawler.locks import SEND_LOCK, NamedLock
 from crawler.settings import Settings
-from digests.backends import FatalDeliveryError, ServerUnavailable, ensure_outbox
+from digests.backends import ensure_outbox
 from digests.compose import make_composer
 from digests.delivery import (
     DUE_STATES,
@@ -43,6 +43,7 @@ from digests.mail import DigestMail
 from digests.outbound import Outbound, OutboundError, outbound
 from digests.planning import Entries, PagePlan, Planned, PlannedRow, load, pages
 from digests.selection import news_entries
+from digests.smtp import FatalDeliveryError, ServerUnavailable
 from digests.tokens import Links, signer_for
 from digests.updates import updates_for
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import itsdangerous
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
+from itsdangerous.url_safe import URLSafeSerializerMixin
 from sqlalchemy import Engine
 
 from crawler.db import SECRET_KEY, meta
@@ -137,14 +139,21 @@ class Signer:
 
     def __init__(self, keys: str | Sequence[str]) -> None:
         self._keys = [keys] if isinstance(keys, str) else list(keys)
+        #: One serializer per purpose: a digest run signs two links per subscriber.
+        self._serializers: dict[str, URLSafeTimedSerializer] = {}
 
     def _options(self, purpose: str) -> dict[str, Any]:
         return {"salt": f"litwatch-{purpose}"}
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(
-            self._keys, **self._options(purpose), signer_kwargs={"digest_method": hashlib.sha256}
-        )
+        serializer = self._serializers.get(purpose)
+        if serializer is None:
+            serializer = self._serializers[purpose] = _Serializer(
+                self._keys,
+                **self._options(purpose),
+                signer_kwargs={"digest_method": hashlib.sha256},
+            )
+        return serializer
 
     def _plain(self, purpose: str) -> itsdangerous.Signer:
         return itsdangerous.Signer(
@@ -170,6 +179,16 @@ class Signer:
     def marked(self, purpose: str, signed: str) -> bool:
         """True when ``signed`` came from :meth:`mark` with one of our keys."""
         return self._plain(purpose).validate(signed)
+
+
+class _Serializer(URLSafeTimedSerializer):
+    """itsdangerous's URL-safe serializer, minus the attempt to compress each payload: a
+    subscriber's secret is random and never compresses (the attempt was a third of the
+    cost of a link). Tokens made either way verify either way (the payload says which)."""
+
+    def dump_payload(self, obj: Any) -> bytes:
+        json = super(URLSafeSerializerMixin, self).dump_payload(obj)  # the mixin's parent's
+        return base64_encode(json)
 
 
 def signer_for(engine: Engine) -> Signer:

@@ -21,15 +21,10 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from crawler.settings import Settings
-from digests.backends import (
-    FatalDeliveryError,
-    PermanentFailure,
-    TemporaryFailure,
-    dkim_signer,
-    make_backend,
-)
+from digests.backends import dkim_signer, make_backend
 from digests.dkim_sign import DkimError
 from digests.mail import check_sender, sender_domain
+from digests.smtp import FatalDeliveryError, PermanentFailure, TemporaryFailure
 
 log = logging.getLogger("litwatch.web")
 
