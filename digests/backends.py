@@ -14,7 +14,7 @@ from typing import Protocol
 
 from crawler.settings import EmailSettings
 from digests.dkim_sign import DkimError, DkimSigner, load_private_key
-from digests.mail import DigestMail
+from digests.mail import Addressed, DigestMail
 from digests.smtp import Mail, SmtpBackend
 
 
@@ -37,6 +37,9 @@ class Backend(Protocol):
 
     def reset(self) -> None:
         """Abandon the message :meth:`start` began: nothing of it is delivered."""
+
+    def ready(self) -> bool:
+        """Whether :meth:`start` would begin at once (no connection to open, no pause)."""
 
     def close(self) -> None: ...
 
@@ -64,9 +67,14 @@ class FileBackend:
     def reset(self) -> None:
         pass
 
+    def ready(self) -> bool:
+        return True
+
     def send(self, msg: Mail, recipient: str) -> None:
         if isinstance(msg, DigestMail):
             msg = msg.message()
+        elif isinstance(msg, Addressed):
+            msg = msg.message  # a file has no envelope
         stem = _file_stem(msg)
         data = bytes(msg)
         _atomic_write(self.outbox / f"{stem}.eml", self.signer.sign(data) if self.signer else data)

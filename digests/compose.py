@@ -165,15 +165,22 @@ class _Lines:
             return _fill(self.body, personal, escape=escape), None
         plain: list[str] = []
         encoded: list[str] = []
-        for text, qp in self.parts:
+        open_end = not self.body.endswith("\n")  # the last line has no line end of its own
+        last = len(self.parts) - 1
+        for n, (text, qp) in enumerate(self.parts):
             if qp is None:
-                text = _fill(text, personal, escape=escape) + "\n"
-                qp = quoted_printable_lines(text)
+                text = _fill(text, personal, escape=escape)
+                if n == last and open_end:  # its lines as the whole body would have them
+                    qp = quoted_printable_lines(text) if text.splitlines() else ""
+                else:
+                    text += "\n"
+                    qp = quoted_printable_lines(text)
             plain.append(text)
             encoded.append(qp)
-        # The body without its last line end, as rendered; the encoding ends every line.
         body = "".join(plain)
-        return (body if self.body.endswith("\n") else body[:-1]), "".join(encoded)
+        if open_end and self.parts[last][1] is not None:
+            body = body[:-1]  # a constant part ends every line, the body's last one included
+        return body, "".join(encoded) or "\r\n"  # an empty body is still one line
 
 
 def _constant(lines: list[str]) -> tuple[str, str]:

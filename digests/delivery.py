@@ -316,7 +316,7 @@ class Sender:
             self.report.add(pending=int(job.state != FAILED), failed=int(job.state == FAILED))
             raise
         # Accepted by the server: recorded now, or with the next message's claim when that
-        # message is already waiting (one commit, made while its envelope goes out).
+        # message is already waiting (one commit, made while its MAIL FROM is answered).
         self._accepted = True
         self.report.add(sent=1)
         log.info(
@@ -335,7 +335,9 @@ class Sender:
         }
         with self._queue.mutex:  # this thread alone takes from the queue: a job seen stays
             ready = bool(self._queue.queue) and self._queue.queue[0] is not None
-        if ready:
+        # Held for the next claim only when that comes at once: not across a rate-limit
+        # pause or a reconnection, which would leave this message in doubt meanwhile.
+        if ready and self.backend.ready():
             self._unrecorded = outcome
         else:
             record(self.engine, **outcome)  # type: ignore[arg-type]

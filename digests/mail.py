@@ -26,7 +26,6 @@ class MailConfigError(ValueError):
 
 
 @functools.lru_cache(maxsize=64)  # parsed for every message of a run: the same string
-@functools.lru_cache(maxsize=64)  # called for every message with the same configured From
 def check_sender(from_header: str) -> tuple[str, str]:
     """(display name, address) of the configured From; MailConfigError unless it is one address.
 
@@ -172,6 +171,14 @@ def _adopt(msg: EmailMessage, part: EmailMessage) -> None:
     for name in ("Content-Type", "Content-Transfer-Encoding"):
         msg[name] = part[name]
     msg.set_payload(part.get_payload())
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """A message with its own envelope sender (MAIL FROM), a VERP address: sign-up mail."""
+
+    message: EmailMessage
+    sender: str
 
 
 @dataclass(frozen=True)

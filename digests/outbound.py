@@ -40,9 +40,7 @@ class Outbound:
         else "" (the From's address)."""
         if self.verp_secret is None:
             return ""
-        bounces = self.settings.email.bounces
-        domain = bounces.verp_domain or sender_domain(self.settings.email.from_)
-        return verp_address(self.verp_secret, subscriber_id, bounces.verp_prefix, domain)
+        return _verp(self.settings, self.verp_secret, subscriber_id)
 
     def backend(self) -> Backend:
         """The configured backend, signing with :attr:`signer`."""
@@ -72,3 +70,18 @@ def outbound(settings: Settings, engine: Engine | None) -> Outbound:
     if engine is None:
         return trial
     return Outbound(settings, list_id, signer, secret_key(engine).encode())
+
+
+def envelope_sender(settings: Settings, engine: Engine, subscriber_id: int) -> str:
+    """The MAIL FROM of any other mail to this subscriber (sign-up mail): their VERP address
+    when ``[email.bounces] verp`` is on, else "" (the From's address). ValueError when the
+    VERP settings cannot make an address (``litwatch web`` checks them as it starts)."""
+    if not settings.email.bounces.verp:
+        return ""
+    return _verp(settings, secret_key(engine).encode(), subscriber_id)
+
+
+def _verp(settings: Settings, secret: bytes, subscriber_id: int) -> str:
+    bounces = settings.email.bounces
+    domain = bounces.verp_domain or sender_domain(settings.email.from_)
+    return verp_address(secret, subscriber_id, bounces.verp_prefix, domain)

@@ -26,10 +26,11 @@ from types import TracebackType
 
 from crawler.settings import EmailSettings
 from digests.dkim_sign import DkimSigner
-from digests.mail import DigestMail, data_block, flatten
+from digests.mail import Addressed, DigestMail, data_block, flatten
 
-#: What a backend sends: a digest (written the fast way) or any other message.
-Mail = EmailMessage | DigestMail
+#: What a backend sends: a digest (written the fast way), or any other message, with an
+#: envelope sender of its own (Addressed) or the From's address.
+Mail = EmailMessage | DigestMail | Addressed
 
 
 class TemporaryFailure(Exception):
@@ -75,7 +76,8 @@ class SmtpBackend:
         self._next_slot = 0.0
         self._lost_in_a_row = 0
         #: The message being sent (not a digest) and its DATA block (see :meth:`_block`).
-        self._at_hand: tuple[Mail, str, bytes] | None = None
+        self._at_hand: tuple[Mail, str, bytes, int] | None = None
+        self._reconnected = False
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
@@ -159,12 +161,22 @@ class SmtpBackend:
         when the connection failed before that, before this raises.
         """
         self._pace()
+        self._reconnected = False  # one reconnection per message, over both steps
         once = _Once(meanwhile)
         envelope = functools.partial(self._envelope, msg=msg, recipient=recipient, once=once)
         try:
             self._attempt(envelope, envelope, done=False)
-        finally:
-            once()
+        except _Interrupted:  # what ``meanwhile`` raised, never taken for an SMTP failure
+            assert once.error is not None
+            raise once.error from None
+        except BaseException:
+            once()  # the connection failed before MAIL FROM went out: now
+            raise
+        once()
+
+    def ready(self) -> bool:
+        """Whether :meth:`start` would send MAIL FROM at once: connected, no pause due."""
+        return self.conn is not None and (not self.per_minute or self._next_slot <= self._clock())
 
     def finish(self, msg: Mail, recipient: str) -> None:
         """Send the started message's DATA: delivered once this returns. A connection dropped
@@ -193,9 +205,10 @@ class SmtpBackend:
         done: bool,
     ) -> None:
         """Run ``first`` on the connection (opened if need be); when the server drops it, open
-        a new one and run ``again`` once. ``done``: this completes a message."""
+        a new one and run ``again``, once per message (see :meth:`start`). ``done``: this
+        completes a message."""
         step = first
-        for attempt in (1, 2):
+        while True:
             if self.conn is None:
                 self.conn = self._connect()
             try:
@@ -206,8 +219,9 @@ class SmtpBackend:
                 # receiver drop a repeat. A timeout is not retried at once: the server may
                 # still be busy taking the message (smtplib reports it as a disconnect).
                 self._drop()
-                if attempt == 2 or _timed_out(exc):
+                if self._reconnected or _timed_out(exc):
                     raise self._lost(f"connection lost: {_reason(exc)}") from None
+                self._reconnected = True
                 step = again
                 continue
             except smtplib.SMTPException as exc:  # an OSError too: caught before those
@@ -228,7 +242,7 @@ class SmtpBackend:
         The SMTPUTF8 rule (RFC 6531) is ``send_message``'s: an address that is not ASCII
         needs the extension, and then the headers go out in UTF-8 instead of encoded words.
         """
-        sender = msg.sender if isinstance(msg, DigestMail) else _envelope_sender(msg)
+        sender = _envelope_sender(msg)
         conn.ehlo_or_helo_if_needed()
         options: list[str] = []
         if not (sender + recipient).isascii():
@@ -240,7 +254,7 @@ class SmtpBackend:
                 )
             options = ["SMTPUTF8", "BODY=8BITMIME"]
         if conn.does_esmtp and conn.has_extn("size"):
-            options.insert(0, f"SIZE={len(self._block(msg, recipient))}")
+            options.insert(0, f"SIZE={self._size(msg, recipient)}")
         if options and conn.does_esmtp:
             if "SMTPUTF8" in options:
                 conn.command_encoding = "utf-8"
@@ -252,7 +266,7 @@ class SmtpBackend:
                 once()
             except BaseException:
                 self._drop()  # the answer is never read: this connection is done
-                raise
+                raise _Interrupted from None
         code, reply = conn.getreply()
         if code != 250:
             self._abandon(conn, code)
@@ -279,14 +293,23 @@ class SmtpBackend:
         an address is not ASCII (SMTPUTF8), as ``send_message`` writes them."""
         if isinstance(msg, DigestMail):
             return msg.data_block(self.sign)
+        return self._other(msg, recipient)[2]
+
+    def _size(self, msg: Mail, recipient: str) -> int:
+        """The message's size for MAIL FROM's SIZE (RFC 1870): before dot-stuffing."""
+        if isinstance(msg, DigestMail):
+            return len(msg.wire(self.sign))
+        return self._other(msg, recipient)[3]
+
+    def _other(self, msg: EmailMessage | Addressed, recipient: str) -> tuple[Mail, str, bytes, int]:
         at_hand = self._at_hand
         if at_hand is not None and at_hand[0] is msg and at_hand[1] == recipient:
-            return at_hand[2]
+            return at_hand
         utf8 = not (_envelope_sender(msg) + recipient).isascii()
-        data = flatten(msg, utf8=utf8)
-        block = data_block(self.sign(data) if self.sign is not None else data)
-        self._at_hand = (msg, recipient, block)
-        return block
+        data = flatten(msg.message if isinstance(msg, Addressed) else msg, utf8=utf8)
+        data = self.sign(data) if self.sign is not None else data
+        self._at_hand = (msg, recipient, data_block(data), len(data))
+        return self._at_hand
 
     @staticmethod
     def _abandon(conn: smtplib.SMTP, code: int) -> None:
@@ -355,20 +378,33 @@ class SmtpBackend:
         self.close()
 
 
+class _Interrupted(Exception):
+    """``meanwhile`` raised (:meth:`SmtpBackend.start` raises what it raised)."""
+
+
 class _Once:
-    """Call a function (or nothing) the first time this is called, never again."""
+    """Call a function (or nothing) the first time this is called, never again; what it
+    raised is kept in :attr:`error`."""
 
     def __init__(self, fn: Callable[[], None] | None) -> None:
         self.fn = fn
+        self.error: BaseException | None = None
 
     def __call__(self) -> None:
         fn, self.fn = self.fn, None
         if fn is not None:
-            fn()
+            try:
+                fn()
+            except BaseException as exc:
+                self.error = exc
+                raise
 
 
-def _envelope_sender(msg: EmailMessage) -> str:
-    """The address of the From header (the sender send_message would use)."""
+def _envelope_sender(msg: Mail) -> str:
+    """The MAIL FROM of ``msg``: its own (a digest's, an Addressed one's), else the address
+    of the From header (the sender ``send_message`` would use)."""
+    if isinstance(msg, DigestMail | Addressed):
+        return msg.sender
     return getaddresses([str(msg["From"])])[0][1]
 
 

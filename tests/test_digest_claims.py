@@ -137,3 +137,44 @@ def test_lines_that_start_with_a_dot_arrive_as_written(
         backend.close()
     first, second = plain_smtp.wait_for(2)
     assert first.raw == second.raw == flatten(msg, utf8=False)
+
+
+@SQLITE_ONLY
+def test_what_the_claim_raises_stops_the_message_even_when_it_looks_like_a_network_error(
+    engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
+) -> None:
+    msg = EmailMessage()
+    msg["From"] = "Litwatch <digest@example.org>"
+    msg["To"] = "reader@example.org"
+    msg["Subject"] = "claimed?"
+    msg.set_content("body\n")
+
+    def claim() -> None:  # a database driver's socket error, say
+        raise ConnectionResetError("database connection reset")
+
+    backend = SmtpBackend(smtp_settings(tmp_path, engine, plain_smtp).email, None)
+    try:
+        # Not taken for a dropped SMTP connection (which would be retried, the claim lost).
+        with pytest.raises(ConnectionResetError, match="database connection reset"):
+            backend.start(msg, "reader@example.org", claim)
+        backend.send(msg, "next@example.org")  # a fresh connection; that mail goes out
+    finally:
+        backend.close()
+    [received] = plain_smtp.wait_for(1)
+    assert received.rcpt_tos == ("next@example.org",)
+    assert plain_smtp.connections == 2
+
+
+def test_a_paced_backend_is_not_ready_until_its_next_slot() -> None:
+    from crawler.settings import load_settings
+
+    now = [100.0]
+    settings = load_settings(None, environ={"LITWATCH_EMAIL_SMTP_RATE_PER_MINUTE": "60"})
+    backend = SmtpBackend(settings.email, None, clock=lambda: now[0], sleep=lambda s: None)
+    assert not backend.ready()  # no connection yet: the next message would wait for one
+    backend.conn = object()  # type: ignore[assignment]  # as if connected
+    backend._pace()  # one message just went: the next slot is a second away
+    assert not backend.ready()
+    now[0] += 1.0
+    assert backend.ready()
+    backend.conn = None

@@ -30,6 +30,8 @@ HOSTILE = [
     ),
     Personal(" " * 90 + "x" * 200, "e@example.org", "https://d.example.org/u/" + "t" * 300, ""),
     Personal("\n", "\r", "\n\n", ".\n."),
+    Personal("Bob\n", "", "", "\r\n"),
+    Personal("", "", "", ""),
 ]
 
 
@@ -49,7 +51,7 @@ def test_each_copy_and_its_wire_form_equal_the_whole_body_filled_and_encoded(
     entries = golden_entries()
     first = composer.compose(entries, ["fibromyalgia"], PERIOD, fmt, HOSTILE[0])
     copy = composer.compose(entries, ["fibromyalgia"], PERIOD, fmt, personal)
-    assert composer.renders == 1 + (personal.name is None)  # a name or not: two templates
+    assert composer.renders == 1 + (not personal.name)  # a name or not: two templates
 
     template = composer._cache[next(reversed(composer._cache))].rendered
     assert copy.text == whole(template.text, personal, escape=False)
@@ -61,6 +63,31 @@ def test_each_copy_and_its_wire_form_equal_the_whole_body_filled_and_encoded(
         assert copy.html == whole(template.html, personal, escape=True)
         assert copy.html_qp == quoted_printable(copy.html)
     assert first.text != copy.text or personal == HOSTILE[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "\n",
+        "Qz9NAMEqZ9",
+        "Hi Qz9NAMEqZ9",
+        "Hi Qz9NAMEqZ9\n",
+        "line\n\nHi Qz9NAMEqZ9, https://placeholder.invalid/Qz9UNSUB9zQ",
+        "Qz9NAMEqZ9\nmiddle\n\nqz9mail9zq@placeholder.invalid\nend",
+        "a\n\n\n",
+    ],
+)
+@pytest.mark.parametrize("personal", HOSTILE, ids=range(len(HOSTILE)))
+@pytest.mark.parametrize("escape", [False, True], ids=["text", "html"])
+def test_any_body_cut_at_its_placeholders_fills_and_encodes_as_the_whole(
+    body: str, personal: Personal, escape: bool
+) -> None:
+    from digests.compose import _Lines
+
+    text, qp = _Lines(body).fill(personal, escape=escape)
+    assert text == whole(body, personal, escape=escape)
+    assert qp == quoted_printable(text)
 
 
 def test_a_body_with_other_line_breaks_is_filled_whole_and_encoded_later() -> None:

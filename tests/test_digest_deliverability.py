@@ -219,6 +219,36 @@ def test_verp_gives_each_subscriber_an_envelope_sender_that_names_them(
 
 
 @SQLITE_ONLY
+def test_signup_mail_carries_the_new_subscribers_verp_sender(
+    engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
+) -> None:
+    from digests.web import WebOptions, create_app
+    from digests.web.mails import drain_queues, stop_queues
+    from tests.test_web import BASE, csrf_of, reload, signup
+
+    bounces = {"verp": True, "verp_domain": "bounces.example.org"}
+    sections = sections_with(plain_smtp, tmp_path, bounces=bounces)
+    sections["web"]["base_url"] = BASE
+    settings = make_settings(tmp_path, engine, sections)
+    from starlette.testclient import TestClient
+
+    try:
+        with TestClient(create_app(settings, engine, WebOptions())) as client:
+            assert signup(client, "new@example.org", csrf_of(client, "/subscribe")).is_success
+            assert drain_queues()
+    finally:
+        stop_queues()
+    [received] = plain_smtp.wait_for(1)
+    pending = reload(engine, "new@example.org")
+    assert pending.status == "pending"
+    secret = secret_key(engine).encode()
+    # A bounce of the confirmation names the address that asked, as a digest's would.
+    assert read_verp(secret, received.mail_from) == pending.id
+    assert received.mail_from.endswith("@bounces.example.org")
+    assert str(received.message["From"]) == FROM
+
+
+@SQLITE_ONLY
 def test_without_verp_the_envelope_sender_is_the_from_address(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:

@@ -24,7 +24,7 @@ from crawler.settings import Settings
 from digests.backends import dkim_signer, make_backend
 from digests.dkim_sign import DkimError
 from digests.mail import check_sender, sender_domain
-from digests.smtp import FatalDeliveryError, PermanentFailure, TemporaryFailure
+from digests.smtp import FatalDeliveryError, Mail, PermanentFailure, TemporaryFailure
 
 log = logging.getLogger("litwatch.web")
 
@@ -75,7 +75,7 @@ def _message(settings: Settings, to: str, subject: str, body: str, when: datetim
     return msg
 
 
-def send_mail(settings: Settings, msg: EmailMessage, to: str) -> None:
+def send_mail(settings: Settings, msg: Mail, to: str) -> None:
     """Send one message now; MailUnavailable when the server cannot take it now.
 
     A permanent refusal of this recipient is only logged: the visitor sees the same page as
@@ -114,14 +114,14 @@ class MailQueue:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._heap: list[tuple[float, int, EmailMessage, str, int]] = []
+        self._heap: list[tuple[float, int, Mail, str, int]] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._busy = False
 
-    def submit(self, msg: EmailMessage, to: str) -> None:
+    def submit(self, msg: Mail, to: str) -> None:
         """Queue ``msg`` for sending now; MailUnavailable when the queue is full."""
         with self._changed:
             if len(self._heap) >= self.MAX_WAITING:
@@ -149,7 +149,7 @@ class MailQueue:
             self._heap.clear()
             self._changed.notify_all()
 
-    def _push(self, due: float, msg: EmailMessage, to: str, tries: int) -> None:
+    def _push(self, due: float, msg: Mail, to: str, tries: int) -> None:
         heapq.heappush(self._heap, (due, next(self._order), msg, to, tries))
         self._changed.notify_all()
 
@@ -167,7 +167,7 @@ class MailQueue:
                     self._busy = False
                     self._changed.notify_all()
 
-    def _retry(self, msg: EmailMessage, to: str, tries: int) -> None:
+    def _retry(self, msg: Mail, to: str, tries: int) -> None:
         if tries >= len(self.RETRY_AFTER):
             log.error("event=web.mail_given_up tries=%s", tries + 1)
             return
@@ -179,7 +179,7 @@ class MailQueue:
     def stopped(self) -> bool:
         return self._stopped
 
-    def _next(self) -> tuple[float, int, EmailMessage, str, int] | None:
+    def _next(self) -> tuple[float, int, Mail, str, int] | None:
         """The next due mail, waiting for it; None (and the thread ends) when idle or stopped."""
         with self._changed:
             while not self._stopped:
@@ -212,7 +212,7 @@ def queue_for(settings: Settings) -> MailQueue:
         return queue
 
 
-def queue_mail(settings: Settings, msg: EmailMessage, to: str) -> None:
+def queue_mail(settings: Settings, msg: Mail, to: str) -> None:
     """Hand ``msg`` to the background sender; MailUnavailable only when it is far behind."""
     queue_for(settings).submit(msg, to)
 

@@ -20,6 +20,8 @@ from starlette.responses import HTMLResponse, Response
 
 from crawler.db.models import utcnow
 from digests import subscribers
+from digests.mail import Addressed
+from digests.outbound import envelope_sender
 from digests.tokens import CONFIRM, TokenError
 from digests.web import records
 from digests.web.mails import MailUnavailable, already_message, confirmation_message, queue_mail
@@ -159,7 +161,9 @@ def request_subscription(st: WebState, choice: SignupChoice) -> None:
         link = f"{st.settings.web.base_url}/confirm/{st.signer.sign(CONFIRM, payload)}"
         hours = st.options.confirm_max_age // 3600
         msg = confirmation_message(st.settings, sub.email, link, hours, now)
-    queue_mail(st.settings, msg, sub.email)
+    # VERP like every digest: a bounce of this mail names its subscriber too.
+    sender = envelope_sender(st.settings, st.engine, sub.id)
+    queue_mail(st.settings, Addressed(msg, sender) if sender else msg, sub.email)
 
 
 def read_confirm_link(st: WebState, token: str) -> ConfirmLink:
