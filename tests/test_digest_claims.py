@@ -38,6 +38,15 @@ from tests.test_digest_send import (
 )
 
 
+def short_mail(subject: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Litwatch <digest@example.org>"
+    msg["To"] = "reader@example.org"
+    msg["Subject"] = subject
+    msg.set_content(body)
+    return msg
+
+
 @pytest.fixture
 def plain_smtp(smtp_server: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch) -> LocalSMTPServer:
     monkeypatch.delenv("LITWATCH_SMTP_PASSWORD", raising=False)
@@ -124,11 +133,7 @@ def test_a_claim_that_fails_stops_the_run_before_any_data(
 def test_lines_that_start_with_a_dot_arrive_as_written(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
-    msg = EmailMessage()
-    msg["From"] = "Litwatch <digest@example.org>"
-    msg["To"] = "reader@example.org"
-    msg["Subject"] = "dots"
-    msg.set_content(".\n..\n.starts with a dot\nmiddle . dot\n.\n")
+    msg = short_mail("dots", ".\n..\n.starts with a dot\nmiddle . dot\n.\n")
     backend = SmtpBackend(smtp_settings(tmp_path, engine, plain_smtp).email, None)
     try:
         backend.send(msg, "reader@example.org")
@@ -143,11 +148,7 @@ def test_lines_that_start_with_a_dot_arrive_as_written(
 def test_what_the_claim_raises_stops_the_message_even_when_it_looks_like_a_network_error(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer
 ) -> None:
-    msg = EmailMessage()
-    msg["From"] = "Litwatch <digest@example.org>"
-    msg["To"] = "reader@example.org"
-    msg["Subject"] = "claimed?"
-    msg.set_content("body\n")
+    msg = short_mail("claimed?", "body\n")
 
     def claim() -> None:  # a database driver's socket error, say
         raise ConnectionResetError("database connection reset")
