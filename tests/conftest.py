@@ -45,6 +45,7 @@ def smtp_server() -> Iterator[LocalSMTPServer]:
     """A running plain SMTP server (no TLS, no AUTH) that stores every message."""
     with LocalSMTPServer() as server:
         yield server
+        _settle_signup_mail()
 
 
 @pytest.fixture
@@ -56,6 +57,17 @@ def smtp_server_tls_auth(tls_certificate: LocalCertificate) -> Iterator[LocalSMT
     auth = (SMTP_USER, SMTP_PASSWORD)
     with LocalSMTPServer(certificate=tls_certificate, auth=auth) as server:
         yield server
+        _settle_signup_mail()
+
+
+def _settle_signup_mail() -> None:
+    """Let sign-up mail queued in the background reach the server, then stop its threads,
+    before the server stops: a mail thread connecting as the server shuts down leaves a
+    half-open connection that a later test's setup reports as an unclosed transport."""
+    from digests.web.mails import drain_queues, stop_queues
+
+    drain_queues(timeout=5.0)
+    stop_queues()
 
 
 # --- Databases (tests/support/db.py) ------------------------------------------------------------
