@@ -49,6 +49,13 @@ def smtp_server() -> Iterator[LocalSMTPServer]:
 
 
 @pytest.fixture
+def plain_smtp(smtp_server: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch) -> LocalSMTPServer:
+    """The plain server, with no SMTP password in the environment (no AUTH is tried)."""
+    monkeypatch.delenv("LITWATCH_SMTP_PASSWORD", raising=False)
+    return smtp_server
+
+
+@pytest.fixture
 def smtp_server_tls_auth(tls_certificate: LocalCertificate) -> Iterator[LocalSMTPServer]:
     """A running SMTP server requiring STARTTLS then AUTH as SMTP_USER / SMTP_PASSWORD.
 

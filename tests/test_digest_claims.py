@@ -47,12 +47,6 @@ def short_mail(subject: str, body: str) -> EmailMessage:
     return msg
 
 
-@pytest.fixture
-def plain_smtp(smtp_server: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch) -> LocalSMTPServer:
-    monkeypatch.delenv("LITWATCH_SMTP_PASSWORD", raising=False)
-    return smtp_server
-
-
 def test_every_digest_is_claimed_before_its_data_arrives(
     engine: Engine, tmp_path: Path, plain_smtp: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,12 +48,6 @@ from tests.test_digest_send import (
 DOMAIN, SELECTOR = "example.org", "lw2026"
 
 
-@pytest.fixture
-def plain_smtp(smtp_server: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch) -> LocalSMTPServer:
-    monkeypatch.delenv("LITWATCH_SMTP_PASSWORD", raising=False)
-    return smtp_server
-
-
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

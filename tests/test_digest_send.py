@@ -189,12 +189,6 @@ def tls_smtp(smtp_server_tls_auth: LocalSMTPServer, monkeypatch: pytest.MonkeyPa
     return smtp_server_tls_auth
 
 
-@pytest.fixture
-def plain_smtp(smtp_server: LocalSMTPServer, monkeypatch: pytest.MonkeyPatch) -> LocalSMTPServer:
-    monkeypatch.delenv("LITWATCH_SMTP_PASSWORD", raising=False)
-    return smtp_server
-
-
 def smtp_settings(
     tmp_path: Path, engine: Engine, server: LocalSMTPServer, cert: LocalCertificate | None = None
 ) -> Settings:
